@@ -1,0 +1,92 @@
+import { z } from 'zod';
+
+/**
+ * The one config schema. Every default lives here; config.example.yaml documents the same keys
+ * (a unit test checks that the example validates and lists every key). Unknown keys are errors.
+ */
+const obj = z.strictObject;
+const positiveInt = z.number().int().positive();
+
+export const configSchema = obj({
+  /** Host name put on every record; "" = the machine's hostname. */
+  host: z.string().default(''),
+  /** Where the agent keeps state (spool, image digest history). */
+  stateDir: z.string().min(1).default('/var/lib/runwatch'),
+  log: obj({
+    level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  }).prefault({}),
+  docker: obj({
+    socket: z.string().min(1).default('/var/run/docker.sock'),
+    /** Wait (retrying) for the daemon at start instead of exiting. */
+    waitForDaemon: z.boolean().default(false),
+    reconnectInitialDelayMs: positiveInt.default(250),
+    reconnectMaxDelayMs: positiveInt.default(10_000),
+  }).prefault({}),
+  rules: obj({
+    /** Rule files or folders; "" entries are ignored. Default: the rules/ folder shipped with runwatch. */
+    paths: z.array(z.string()).default([]),
+    /** Hot-reload rule files when they change. */
+    watch: z.boolean().default(true),
+  }).prefault({}),
+  pipeline: obj({
+    queueCapacity: positiveInt.default(65_536),
+    /** Identical alerts within this window go out once, with count/firstSeen/lastSeen. */
+    groupWindowSeconds: z.number().nonnegative().default(60),
+  }).prefault({}),
+  outputs: obj({
+    stdout: obj({ enabled: z.boolean().default(true) }).prefault({}),
+    jsonl: obj({
+      /** File for JSON-lines records; "-" = stdout; "" = off. */
+      path: z.string().default('/var/log/runwatch/records.jsonl'),
+      fsyncIntervalMs: positiveInt.default(1000),
+    }).prefault({}),
+    azureMonitor: obj({
+      /** Application Insights connection string; "" = off. */
+      connectionString: z.string().default('${APPLICATIONINSIGHTS_CONNECTION_STRING:-}'),
+      /** A file holding the connection string (e.g. a Docker secret); wins over connectionString. */
+      connectionStringFile: z.string().default(''),
+    }).prefault({}),
+    otlp: obj({
+      /** OTLP/HTTP base URL, e.g. http://127.0.0.1:4318; "" = off. */
+      endpoint: z.string().default(''),
+      headers: z.record(z.string(), z.string()).default({}),
+    }).prefault({}),
+    spool: obj({
+      /** Upper bound of the on-disk spool; past it the oldest records are evicted (counted, reported). */
+      maxBytes: positiveInt.default(256 * 1024 * 1024),
+    }).prefault({}),
+  }).prefault({}),
+  sensors: obj({
+    docker: obj({ enabled: z.boolean().default(true) }).prefault({}),
+    process: obj({
+      enabled: z.boolean().default(true),
+      /** connector = kernel netlink process connector; procfs = /proc scanning (partial coverage); auto = connector, else procfs. */
+      source: z.enum(['auto', 'connector', 'procfs']).default('auto'),
+      ancestors: z.number().int().min(0).max(32).default(5),
+      /** Run the reader thread SCHED_FIFO (needs CAP_SYS_NICE) so short-lived processes are read before they exit. */
+      realtime: z.boolean().default(true),
+      procfsIntervalMs: positiveInt.default(500),
+      /** Record host-side `docker` CLI runs to name the host user behind `docker exec`. */
+      trackDockerCli: z.boolean().default(true),
+    }).prefault({}),
+    file: obj({
+      enabled: z.boolean().default(true),
+      maxWatchedDirsPerContainer: positiveInt.default(10_000),
+      maxWatchedDirsTotal: positiveInt.default(100_000),
+      /** Globs (inside the container) whose changes are ignored. */
+      ignore: z.array(z.string()).default(['/proc/**', '/sys/**', '/dev/**', '/run/**/*.pid', '/tmp/.X11-unix/**']),
+    }).prefault({}),
+    network: obj({
+      enabled: z.boolean().default(true),
+      intervalSeconds: z.number().positive().default(2),
+    }).prefault({}),
+  }).prefault({}),
+  metrics: obj({
+    enabled: z.boolean().default(true),
+    intervalSeconds: z.number().positive().default(30),
+    cpuHighPercent: z.number().positive().default(90),
+    memoryHighPercent: z.number().positive().max(100).default(90),
+  }).prefault({}),
+});
+
+export type RunwatchConfig = z.infer<typeof configSchema>;

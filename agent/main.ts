@@ -1,0 +1,167 @@
+import type { Config } from './config/load.js';
+import type { AgentNoticeEvent, RunwatchRecord, Severity } from './events/types.js';
+import type { Decider } from './engine/engine.js';
+import { auditOnlyDecider } from './engine/audit-decider.js';
+import { errorMessage } from './errors.js';
+import type { Logger } from './log.js';
+import { ContainerInventory } from './pipeline/container-inventory.js';
+import { EventQueue } from './pipeline/event-queue.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import { createSensors } from './sensors/index.js';
+import type { Sensor } from './sensors/sensor.js';
+import { createSinks } from './sinks/index.js';
+import type { Sink } from './sinks/sink.js';
+
+export interface AgentOptions {
+  config: Config;
+  log: Logger;
+  /** Extra sinks beside the configured ones (tests, learning mode). */
+  extraSinks?: Sink[];
+  onRecord?: (rec: RunwatchRecord) => void;
+}
+
+interface Step {
+  name: string;
+  run: () => Promise<void> | void;
+}
+
+/**
+ * The composition root. Start steps run in order; teardown steps all run, in order, even when one fails
+ * or start-up stopped half way (Falco's run_steps / teardown_steps).
+ */
+export class Agent {
+  readonly inventory = new ContainerInventory();
+  readonly queue: EventQueue;
+  private pipeline!: Pipeline;
+  private sinks: Sink[] = [];
+  private sensors: Sensor[] = [];
+  private decider: Decider = auditOnlyDecider;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private readonly abort = new AbortController();
+  private started = false;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.queue = new EventQueue(opts.config.pipeline.queueCapacity);
+  }
+
+  private get log(): Logger {
+    return this.opts.log;
+  }
+
+  async start(): Promise<void> {
+    const { config } = this.opts;
+    const steps: Step[] = [
+      {
+        name: 'sinks',
+        run: () => {
+          this.sinks = [...createSinks({ config, log: this.log.child({ component: 'sinks' }), notify: (rule, message, details) => this.notice(rule, 'medium', message, details) }), ...(this.opts.extraSinks ?? [])];
+        },
+      },
+      {
+        name: 'pipeline',
+        run: () => {
+          this.pipeline = new Pipeline({
+            queue: this.queue,
+            inventory: this.inventory,
+            decider: () => this.decider,
+            sinks: this.sinks,
+            host: config.host,
+            log: this.log.child({ component: 'pipeline' }),
+            groupWindowMs: config.pipeline.groupWindowSeconds * 1000,
+            onRecord: this.opts.onRecord,
+          });
+          this.pipeline.start();
+        },
+      },
+      {
+        name: 'sensors',
+        run: async () => {
+          this.sensors = createSensors(config);
+          for (const sensor of this.sensors) {
+            await sensor.start({ config, queue: this.queue, inventory: this.inventory, log: this.log, signal: this.abort.signal });
+            this.log.info('sensor started', { sensor: sensor.name, ...sensor.health().details });
+          }
+        },
+      },
+      {
+        name: 'health',
+        run: () => {
+          this.healthTimer = setInterval(() => this.log.info('health', { health: JSON.stringify(this.health()) }), 60_000);
+          this.healthTimer.unref();
+        },
+      },
+    ];
+    this.started = true;
+    for (const step of steps) {
+      this.log.debug('start step', { step: step.name });
+      await step.run();
+    }
+    this.log.info('runwatch running', { host: config.host, containers: this.inventory.size, sensors: this.sensors.map((s) => s.name), sinks: this.sinks.map((s) => s.name) });
+  }
+
+  /** Stops sensors, drains the queue, flushes and closes sinks. Every step runs even if an earlier one failed. */
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    const teardown: Step[] = [
+      { name: 'health', run: () => clearInterval(this.healthTimer) },
+      {
+        name: 'sensors',
+        run: async () => {
+          this.abort.abort();
+          for (const s of [...this.sensors].reverse()) {
+            try {
+              await s.stop();
+            } catch (err) {
+              this.log.error('sensor stop failed', { sensor: s.name, error: errorMessage(err) });
+            }
+          }
+        },
+      },
+      { name: 'pipeline', run: () => this.pipeline?.stop() },
+      {
+        name: 'sinks',
+        run: async () => {
+          for (const s of this.sinks) {
+            try {
+              await s.shutdown();
+            } catch (err) {
+              this.log.error('sink shutdown failed', { sink: s.name, error: errorMessage(err) });
+            }
+          }
+        },
+      },
+    ];
+    for (const step of teardown) {
+      try {
+        await step.run();
+      } catch (err) {
+        this.log.error('teardown step failed', { step: step.name, error: errorMessage(err) });
+      }
+    }
+  }
+
+  /** Swaps the decision logic (hot reload); takes effect with the next event. */
+  setDecider(d: Decider): void {
+    this.decider = d;
+  }
+
+  /** Reopen file outputs (SIGHUP, for logrotate). */
+  reopenOutputs(): void {
+    for (const s of this.sinks) (s as { reopen?: () => void }).reopen?.();
+  }
+
+  /** Queues an audit record about the agent itself. */
+  notice(rule: string, severity: Severity, message: string, details?: Record<string, string | number | boolean>): void {
+    const ev: AgentNoticeEvent = { kind: 'agent_notice', ts: Date.now(), rule, severity, message, details };
+    this.queue.push(ev);
+  }
+
+  health(): Record<string, unknown> {
+    return {
+      sensors: Object.fromEntries(this.sensors.map((s) => [s.name, s.health()])),
+      pipeline: this.pipeline?.health(),
+      containers: this.inventory.size,
+    };
+  }
+}

@@ -1,0 +1,31 @@
+import type { Config } from '../config/load.js';
+import { DockerSensor } from './docker/docker-sensor.js';
+import type { Sensor, SensorName } from './sensor.js';
+
+export type SensorFactory = (config: Config) => Sensor | undefined;
+
+/** Every sensor runwatch has, in start order; a factory returns undefined when config turns it off. */
+export const sensorFactories = {
+  docker: (config) =>
+    new DockerSensor({
+      socketPath: config.docker.socket,
+      waitForDaemon: config.docker.waitForDaemon,
+      reconnectInitialDelayMs: config.docker.reconnectInitialDelayMs,
+      reconnectMaxDelayMs: config.docker.reconnectMaxDelayMs,
+    }),
+  process: () => undefined,
+  file: () => undefined,
+  network: () => undefined,
+  resources: () => undefined,
+} satisfies Record<SensorName, SensorFactory>;
+
+export function createSensors(config: Config): Sensor[] {
+  const out: Sensor[] = [];
+  for (const [name, factory] of Object.entries(sensorFactories) as [SensorName, SensorFactory][]) {
+    const enabled = name === 'resources' ? config.metrics.enabled : config.sensors[name].enabled;
+    if (!enabled) continue;
+    const s = factory(config);
+    if (s) out.push(s);
+  }
+  return out;
+}
