@@ -10,8 +10,9 @@ export default async function setup(): Promise<() => Promise<void>> {
     if (process.env.CI) throw new Error(msg);
     process.stderr.write(`warning: ${msg}; integration tests will fail\n`);
   }
-  await removeTestContainers();
+  // RUNWATCH_TEST_SHARED=1: other test runs share this engine right now; leave their containers alone.
+  if (!process.env.RUNWATCH_TEST_SHARED) await removeTestContainers('all');
   return async () => {
-    await removeTestContainers();
+    await removeTestContainers('this-run');
   };
 }

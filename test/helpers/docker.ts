@@ -6,6 +6,8 @@ const exec = promisify(execFile);
 
 /** Every container a test starts carries this label; leftovers are removed by it before and after a run. */
 export const TEST_LABEL = 'runwatch.test';
+/** This test run's id: containers are labelled runwatch.test=<run id>, so a run removes only its own afterwards. */
+export const TEST_RUN_ID = (process.env.RUNWATCH_TEST_RUN ??= `run-${process.pid}-${Date.now()}`);
 export const BUSYBOX_IMAGE = 'runwatch-test/busybox:1';
 export const TOOLS_IMAGE = 'runwatch-test/tools:1';
 
@@ -41,7 +43,7 @@ export interface RunOptions {
 export async function runContainer(opts: RunOptions = {}): Promise<string> {
   const flags = opts.flags ?? [];
   const net = flags.some((f) => f.startsWith('--network')) ? [] : ['--network', 'none'];
-  const args = [opts.createOnly ? 'create' : 'run', ...(opts.createOnly ? [] : ['-d']), '--label', `${TEST_LABEL}=1`, ...net, ...flags, opts.image ?? BUSYBOX_IMAGE, ...(opts.cmd ?? ['sleep', '300'])];
+  const args = [opts.createOnly ? 'create' : 'run', ...(opts.createOnly ? [] : ['-d']), '--label', `${TEST_LABEL}=${TEST_RUN_ID}`, ...net, ...flags, opts.image ?? BUSYBOX_IMAGE, ...(opts.cmd ?? ['sleep', '300'])];
   const id = await docker(args);
   if (!opts.keep) onTestFinished(() => removeContainer(id));
   return id;
@@ -55,7 +57,9 @@ export async function dockerExec(id: string, cmd: string[], flags: string[] = []
   return docker(['exec', ...flags, id, ...cmd]);
 }
 
-export async function removeTestContainers(): Promise<void> {
-  const ids = (await docker(['ps', '-aq', '--filter', `label=${TEST_LABEL}`]).catch(() => '')).split('\n').filter(Boolean);
+/** Removes labelled test containers: all of them, or only this run's. */
+export async function removeTestContainers(scope: 'all' | 'this-run' = 'all'): Promise<void> {
+  const filter = scope === 'all' ? `label=${TEST_LABEL}` : `label=${TEST_LABEL}=${TEST_RUN_ID}`;
+  const ids = (await docker(['ps', '-aq', '--filter', filter]).catch(() => '')).split('\n').filter(Boolean);
   if (ids.length) await docker(['rm', '-f', ...ids]).catch(() => undefined);
 }

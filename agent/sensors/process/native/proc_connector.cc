@@ -252,9 +252,8 @@ class Connector : public Napi::ObjectWrap<Connector> {
       throw fail(errno, "bind", errno == EPERM ? "joining the proc connector group needs CAP_NET_ADMIN" : "");
 
     std::random_device rd;
-    listenSeq_ = rd();
     listenAck_ = rd() & 0x7fffffff;
-    if (!SendOp(sock, PROC_CN_MCAST_LISTEN, listenSeq_, listenAck_)) {
+    if (!SendOp(sock, PROC_CN_MCAST_LISTEN, rd(), listenAck_)) {
       int err = errno;
       throw fail(err, "sendmsg",
                  err == ECONNREFUSED ? "the proc connector exists only in the host network namespace (--network host)"
@@ -271,6 +270,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     sock_ = sock;
     wakeFd_ = wake;
     stopReq_ = false;
+    sh_->schedFifo = false;
     ackSeen_ = false;
     ackErr_ = 0;
     seqs_.clear();
@@ -368,7 +368,6 @@ class Connector : public Napi::ObjectWrap<Connector> {
       sh_->notifyPending = false;
     }
     sh_->tsfn.Release();
-    sh_->schedFifo = false;
   }
 
   static bool SendOp(int sock, proc_cn_mcast_op op, uint32_t seq, uint32_t ack) {
@@ -449,7 +448,10 @@ class Connector : public Napi::ObjectWrap<Connector> {
     memcpy(&ev, cn->data, std::min<size_t>(cn->len, sizeof ev));
 
     if (ev.what == proc_event::PROC_EVENT_NONE) {
-      if (cn->seq == listenSeq_ && cn->ack == listenAck_ + 1) {
+      // Mainline echoes our seq with cpu = -1; some kernels number acks like
+      // events (cpu set), so those take part in gap tracking. Match on ack only.
+      if (ev.cpu != UINT32_MAX) TrackSeq(ev.cpu, cn->seq);
+      if (cn->ack == listenAck_ + 1) {
         std::lock_guard<std::mutex> lk(ackMu_);
         ackSeen_ = true;
         ackErr_ = ev.event_data.ack.err;
@@ -795,7 +797,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
   std::condition_variable ackCv_;
   bool ackSeen_ = false;
   uint32_t ackErr_ = 0;
-  uint32_t listenSeq_ = 0, listenAck_ = 0;
+  uint32_t listenAck_ = 0;
 
   // reader-thread state
   std::vector<SeqState> seqs_;
