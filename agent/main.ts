@@ -1,8 +1,13 @@
+import path from 'node:path';
 import type { Config } from './config/load.js';
 import type { AgentNoticeEvent, RunwatchRecord, Severity } from './events/types.js';
 import type { Decider } from './engine/engine.js';
 import { auditOnlyDecider } from './engine/audit-decider.js';
-import { errorMessage } from './errors.js';
+import { ImageHistory } from './engine/image-history.js';
+import { loadRuleset } from './engine/rule-compiler.js';
+import { newDecisionState, RulesDecider } from './engine/rules-decider.js';
+import { RulesWatcher } from './engine/rules-watcher.js';
+import { errorMessage, type RunwatchError } from './errors.js';
 import type { Logger } from './log.js';
 import { ContainerInventory } from './pipeline/container-inventory.js';
 import { EventQueue } from './pipeline/event-queue.js';
@@ -36,6 +41,7 @@ export class Agent {
   private sinks: Sink[] = [];
   private sensors: Sensor[] = [];
   private decider: Decider = auditOnlyDecider;
+  private rulesWatcher: RulesWatcher | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
   private readonly abort = new AbortController();
   private started = false;
@@ -51,6 +57,7 @@ export class Agent {
   async start(): Promise<void> {
     const { config } = this.opts;
     const steps: Step[] = [
+      { name: 'rules', run: () => this.startRules() },
       {
         name: 'sinks',
         run: () => {
@@ -105,6 +112,7 @@ export class Agent {
     this.started = false;
     const teardown: Step[] = [
       { name: 'health', run: () => clearInterval(this.healthTimer) },
+      { name: 'rules', run: () => this.rulesWatcher?.close() },
       {
         name: 'sensors',
         run: async () => {
@@ -133,12 +141,52 @@ export class Agent {
       },
     ];
     for (const step of teardown) {
+      this.log.debug('teardown step', { step: step.name });
       try {
         await step.run();
       } catch (err) {
         this.log.error('teardown step failed', { step: step.name, error: errorMessage(err) });
       }
     }
+  }
+
+  /**
+   * Loads the rules (fatal with every located error when they do not load) and, with rules.watch, reloads
+   * them on change: a complete new ruleset is swapped in at once; a bad one keeps the last good ruleset.
+   */
+  private async startRules(): Promise<void> {
+    const { config } = this.opts;
+    const log = this.log.child({ component: 'rules' });
+    const load = () => loadRuleset(config.rules.paths, { defaults: { cpuHighPercent: config.metrics.cpuHighPercent, memoryHighPercent: config.metrics.memoryHighPercent } });
+    const history = new ImageHistory({ file: path.join(config.stateDir, 'image-history.json'), log });
+    let current = new RulesDecider(load(), newDecisionState(history));
+    this.setDecider(current);
+    log.info('rules loaded', { paths: [...config.rules.paths], ...current.ruleset.summary() });
+    if (!config.rules.watch) return;
+    this.rulesWatcher = new RulesWatcher({
+      paths: config.rules.paths,
+      debounceMs: config.rules.reloadDebounceMs,
+      load,
+      log,
+      onReload: (ruleset, changed) => {
+        current = current.withRuleset(ruleset);
+        this.setDecider(current);
+        log.info('rules reloaded', { changed: [...changed], ...ruleset.summary() });
+      },
+      onError: (errors: readonly RunwatchError[], changed) => {
+        for (const e of errors) log.error('rules reload failed, keeping the last good rules', { error: e.format(), file: e.file, line: e.line, field: e.field });
+        const first = errors[0];
+        this.notice('rules.reload_failed', 'high', `Rules reload failed, the last good rules stay in force: ${first?.format() ?? 'unknown error'}${errors.length > 1 ? ` (and ${errors.length - 1} more)` : ''}`, {
+          errors: errors.length,
+          changed: changed.join(','),
+          ...(first?.file !== undefined && { file: first.file }),
+          ...(first?.line !== undefined && { line: first.line }),
+          ...(first?.field !== undefined && { field: first.field }),
+          ...(first && { code: first.code }),
+        });
+      },
+    });
+    await this.rulesWatcher.start();
   }
 
   /** Swaps the decision logic (hot reload); takes effect with the next event. */

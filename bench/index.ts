@@ -1,9 +1,11 @@
 import { writeFileSync } from 'node:fs';
 import type { Benchmark, BenchFigure } from './bench.js';
+import { networkBenchmark } from './network.bench.js';
 import { pipelineBenchmark } from './pipeline.bench.js';
+import { resourcesBenchmark } from './resources.bench.js';
 
 /** Every benchmark the project has, in one explicit list. */
-const benchmarks: Benchmark[] = [pipelineBenchmark];
+const benchmarks: Benchmark[] = [pipelineBenchmark, resourcesBenchmark, networkBenchmark];
 
 function fmt(n: number): string {
   if (!Number.isFinite(n)) return String(n);

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global process, console, setTimeout */
 // Manual check of the proc connector addon: prints events as JSON lines.
 //   node scripts/proc-connector-demo.mjs [seconds] [--exec-only] [--no-realtime]
 // Needs root (CAP_NET_ADMIN), host network and pid namespaces, and a built

@@ -27,6 +27,8 @@ export const configSchema = obj({
     paths: z.array(z.string()).default([]),
     /** Hot-reload rule files when they change. */
     watch: z.boolean().default(true),
+    /** Changes to rule files within this window are reloaded together. */
+    reloadDebounceMs: positiveInt.default(300),
   }).prefault({}),
   pipeline: obj({
     queueCapacity: positiveInt.default(65_536),
@@ -45,6 +47,8 @@ export const configSchema = obj({
       connectionString: z.string().default('${APPLICATIONINSIGHTS_CONNECTION_STRING:-}'),
       /** A file holding the connection string (e.g. a Docker secret); wins over connectionString. */
       connectionStringFile: z.string().default(''),
+      /** Accept an http:// IngestionEndpoint on a loopback address (a local relay, tests); otherwise https is required. */
+      allowHttpLoopback: z.boolean().default(false),
     }).prefault({}),
     otlp: obj({
       /** OTLP/HTTP base URL, e.g. http://127.0.0.1:4318; "" = off. */
@@ -54,6 +58,11 @@ export const configSchema = obj({
     spool: obj({
       /** Upper bound of the on-disk spool; past it the oldest records are evicted (counted, reported). */
       maxBytes: positiveInt.default(256 * 1024 * 1024),
+      /** Backoff between delivery attempts while an endpoint fails: doubles from the first to the last value. */
+      retryInitialMs: positiveInt.default(1000),
+      retryMaxMs: positiveInt.default(60_000),
+      /** An export request without an answer by then counts as failed (and possibly delivered: see docs/export.md). */
+      requestTimeoutMs: positiveInt.default(30_000),
     }).prefault({}),
   }).prefault({}),
   sensors: obj({
@@ -71,10 +80,13 @@ export const configSchema = obj({
     }).prefault({}),
     file: obj({
       enabled: z.boolean().default(true),
+      /** One inotify watch per directory of a container's writable layer; past a limit directories go unwatched (counted, reported). */
       maxWatchedDirsPerContainer: positiveInt.default(10_000),
       maxWatchedDirsTotal: positiveInt.default(100_000),
+      /** Directory levels in a change's pathPrefix (its grouping subject): 3 groups /app/cache/a/b/f under /app/cache/a. */
+      groupDepth: z.number().int().min(1).max(16).default(3),
       /** Globs (inside the container) whose changes are ignored. */
-      ignore: z.array(z.string()).default(['/proc/**', '/sys/**', '/dev/**', '/run/**/*.pid', '/tmp/.X11-unix/**']),
+      ignore: z.array(z.string().startsWith('/', 'must be an absolute path glob inside the container')).default(['/proc/**', '/sys/**', '/dev/**', '/run/**/*.pid', '/tmp/.X11-unix/**']),
     }).prefault({}),
     network: obj({
       enabled: z.boolean().default(true),
@@ -84,6 +96,8 @@ export const configSchema = obj({
   metrics: obj({
     enabled: z.boolean().default(true),
     intervalSeconds: z.number().positive().default(30),
+    /** Where per-container figures come from: auto = cgroup files (cheapest), the Docker stats API for a container whose cgroup is not found. */
+    source: z.enum(['auto', 'cgroup', 'docker-api']).default('auto'),
     cpuHighPercent: z.number().positive().default(90),
     memoryHighPercent: z.number().positive().max(100).default(90),
   }).prefault({}),

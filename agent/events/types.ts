@@ -51,6 +51,8 @@ export interface ContainerInfo extends ContainerRef {
   envNames: string[];
   /** overlay2 paths on the host; absent for other storage drivers. */
   upperDir?: string;
+  /** overlay2 lower layers (the image, plus Docker's init layer), topmost first; for telling a created file from a changed one. */
+  lowerDirs?: string[];
   mergedDir?: string;
   cgroupParent?: string;
   /** Memory limit in bytes, 0 = none. */
@@ -172,8 +174,12 @@ export interface FileChangeEvent extends EventBase {
   mode?: number;
   /** For a symlink: its target. */
   linkTarget?: string;
-  /** Number of hard links, where > 1 suggests a link over another file. */
+  /** Number of hard links, where > 1 suggests a link over another file (then `linkTarget` names another path of the same file, when known). */
   nlink?: number;
+  /** The directory the change is grouped under: its parent directory, cut to `sensors.file.groupDepth` levels. Use as the alert subject so a write storm becomes few grouped alerts. */
+  pathPrefix?: string;
+  /** Found by reading the layer when watching began (agent start, container (re)start), not seen as it happened. */
+  discovered?: boolean;
   /** The process that was running in the container, where the process sensor knows it. */
   process?: ProcessSummary;
 }
@@ -205,11 +211,15 @@ export interface ResourceSampleEvent extends EventBase {
   cpuCores?: number;
   /** CPU use as a percentage of the limit (or of the host's cores when there is none). */
   cpuPercent?: number;
+  /** Usage minus inactive file cache (as `docker stats` shows it); host: total minus available. */
   memoryBytes?: number;
+  /** Absent when the container has no memory limit (memoryPercent is then of the host's memory). */
   memoryLimitBytes?: number;
   memoryPercent?: number;
+  /** Cumulative since the container (host: boot) started, every interface but lo; absent for host/container: network modes. */
   networkRxBytes?: number;
   networkTxBytes?: number;
+  /** Cumulative since the container started. */
   blockReadBytes?: number;
   blockWriteBytes?: number;
   pids?: number;

@@ -1,5 +1,8 @@
 import type { Config } from '../config/load.js';
 import { DockerSensor } from './docker/docker-sensor.js';
+import { NetworkSensor } from './network/network-sensor.js';
+import { FileSensor } from './file/file-sensor.js';
+import { ResourceSensor } from './resources/resource-sensor.js';
 import type { Sensor, SensorName } from './sensor.js';
 
 export type SensorFactory = (config: Config) => Sensor | undefined;
@@ -14,9 +17,9 @@ export const sensorFactories = {
       reconnectMaxDelayMs: config.docker.reconnectMaxDelayMs,
     }),
   process: () => undefined,
-  file: () => undefined,
-  network: () => undefined,
-  resources: () => undefined,
+  file: (config) => new FileSensor(config.sensors.file),
+  network: (config) => new NetworkSensor({ intervalSeconds: config.sensors.network.intervalSeconds }),
+  resources: (config) => new ResourceSensor({ intervalMs: config.metrics.intervalSeconds * 1000, source: config.metrics.source, dockerSocket: config.docker.socket }),
 } satisfies Record<SensorName, SensorFactory>;
 
 export function createSensors(config: Config): Sensor[] {

@@ -1,4 +1,5 @@
 import type { Config } from '../config/load.js';
+import type { ProcessSummary } from '../events/types.js';
 import type { Logger } from '../log.js';
 import type { EventQueue } from '../pipeline/event-queue.js';
 import type { ContainerInventory } from '../pipeline/container-inventory.js';
@@ -24,6 +25,11 @@ export interface SensorContext {
   inventory: ContainerInventory;
   log: Logger;
   signal: AbortSignal;
+  /**
+   * Optional, wired by the composition root when the process sensor can answer: the process most recently
+   * seen running in a container, named on file and network events. Absent = events carry no process.
+   */
+  processLookup?: (containerId: string) => ProcessSummary | undefined;
 }
 
 /** An event source. Produces {@link RunwatchEvent}s into the queue and nothing else. */

@@ -1,6 +1,7 @@
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log.js';
 import { JsonlSink } from './jsonl/jsonl-sink.js';
+import { OtelSink } from './otel/otel-sink.js';
 import type { Sink } from './sink.js';
 
 export interface SinkFactoryContext {
@@ -18,5 +19,6 @@ export function createSinks(ctx: SinkFactoryContext): Sink[] {
   const jsonlToStdout = out.jsonl.path === '-';
   if (out.stdout.enabled && !jsonlToStdout) sinks.push(new JsonlSink({ path: '-', fsyncIntervalMs: out.jsonl.fsyncIntervalMs, log }));
   if (out.jsonl.path) sinks.push(new JsonlSink({ path: out.jsonl.path, fsyncIntervalMs: out.jsonl.fsyncIntervalMs, log }));
+  if (out.azureMonitor.connectionString || out.otlp.endpoint) sinks.push(new OtelSink({ config, log: log.child({ sink: 'otel' }), notify: ctx.notify }));
   return sinks;
 }

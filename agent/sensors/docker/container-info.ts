@@ -26,8 +26,8 @@ export function toContainerInfo(c: Docker.ContainerInspectInfo, image: ImageFact
     pid: c.State?.Pid ?? 0,
     user: cfg.User ?? '',
     privileged: Boolean(hc.Privileged),
-    capAdd: hc.CapAdd ?? [],
-    capDrop: hc.CapDrop ?? [],
+    capAdd: (hc.CapAdd ?? []).map(canonicalCapability),
+    capDrop: (hc.CapDrop ?? []).map(canonicalCapability),
     hostNamespaces: {
       pid: hc.PidMode === 'host',
       net: networkMode === 'host',
@@ -50,6 +50,7 @@ export function toContainerInfo(c: Docker.ContainerInspectInfo, image: ImageFact
   if (cfg.Labels && Object.keys(cfg.Labels).length) info.labels = { ...cfg.Labels };
   if (graph.UpperDir) info.upperDir = graph.UpperDir;
   if (graph.MergedDir) info.mergedDir = graph.MergedDir;
+  if (graph.LowerDir) info.lowerDirs = graph.LowerDir.split(':');
   if (hc.CgroupParent) info.cgroupParent = hc.CgroupParent;
   return info;
 }
@@ -60,4 +61,10 @@ function pickDigest(ref: string, repoDigests: string[]): string | undefined {
   if (at > 0) return ref;
   const repo = ref.replace(/:[^/:]+$/, '');
   return repoDigests.find((d) => d.startsWith(`${repo}@`)) ?? repoDigests[0];
+}
+
+/** Docker accepts "net_admin", "NET_ADMIN" and "CAP_NET_ADMIN"; the inventory always says "CAP_NET_ADMIN" (or "ALL"). */
+export function canonicalCapability(cap: string): string {
+  const up = cap.toUpperCase();
+  return up === 'ALL' || up.startsWith('CAP_') ? up : `CAP_${up}`;
 }

@@ -129,6 +129,11 @@ export class DockerSensor implements Sensor {
     const stream = await this.docker.getEvents(query as unknown as Docker.GetEventsOptions);
     const replay = query.until !== undefined;
     if (!replay) this.stream = stream;
+    // stop() may have run while the request was in flight, before there was a stream to destroy.
+    if (this.stopped) {
+      (stream as NodeJS.ReadableStream & { destroy(): void }).destroy();
+      return;
+    }
     let buffered = '';
     await new Promise<void>((resolve, reject) => {
       stream.on('data', (chunk: Buffer | string) => {

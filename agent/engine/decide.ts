@@ -1,0 +1,179 @@
+import type { ContainerInfo, ContainerLifecycleEvent, FileChangeEvent, Finding, NetSocketEvent, ProcessExecEvent, ResourceSampleEvent, RunwatchEvent } from '../events/types.js';
+import { assertNever } from '../events/types.js';
+import { auditFindings } from './audit-decider.js';
+import type { DecisionContext } from './engine.js';
+import { containerFindings } from './container-checks.js';
+import { formatEndpoint, parseEndpoint, protoBase } from './net-spec.js';
+import { capitalise, finding, globLiteral, where, yamlItem, yamlScalar } from './findings.js';
+import { MULTI_CALL_BINARIES, netRuleFor, type Ruleset } from './ruleset.js';
+
+const NONE: Finding[] = Object.freeze([]) as unknown as Finding[];
+
+/**
+ * The decision for one event under one ruleset: pure, no I/O, never throws on any event the sensors
+ * can produce. Events without a container (host processes) get no allowlist decisions; containers whose
+ * image matches no profile get only image, posture and resource findings.
+ */
+export function decide(rs: Ruleset, ev: RunwatchEvent, ctx: DecisionContext): Finding[] {
+  switch (ev.kind) {
+    case 'process_exec':
+      return ctx.container ? processFindings(rs, ev, ctx.container) : NONE;
+    case 'file_change':
+      return ctx.container ? fileFindings(rs, ev, ctx.container) : NONE;
+    case 'net_socket':
+      return ctx.container ? netFindings(rs, ev, ctx.container) : NONE;
+    case 'resource_sample':
+      return ctx.container && ev.scope === 'container' ? resourceFindings(rs, ev, ctx.container) : NONE;
+    case 'container':
+      return assessOnThisEvent(ev) && ev.info && !ctx.containerAssessed ? containerFindings(rs, ev.info, ev.ts, ctx.previousImage) : NONE;
+    case 'docker_action':
+    case 'agent_notice':
+      return auditFindings(ev);
+    case 'process_exit':
+      return NONE;
+    default:
+      return assertNever(ev, 'event kind');
+  }
+}
+
+/** Image and posture are assessed at the first create or start the agent sees of a container. */
+export function assessOnThisEvent(ev: ContainerLifecycleEvent): boolean {
+  return ev.action === 'create' || ev.action === 'start';
+}
+
+function one(f: Finding | undefined): Finding[] {
+  return f ? [f] : NONE;
+}
+
+function basename(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i >= 0 ? p.slice(i + 1) : p;
+}
+
+/**
+ * The program a process runs as: argv[0]'s base name (login shells' leading "-" dropped). For a
+ * multi-call binary run by its own name ("busybox sleep 5") it is the first argument.
+ */
+export function programName(ev: Pick<ProcessExecEvent, 'exe' | 'args' | 'argv0' | 'comm'>): string {
+  let name = basename(ev.argv0 ?? ev.args[0] ?? '').replace(/^-/, '');
+  const exeName = basename(ev.exe);
+  if (name === exeName && MULTI_CALL_BINARIES.has(exeName) && ev.args.length > 1) name = basename(ev.args[1]);
+  return name || ev.comm || exeName;
+}
+
+function processFindings(rs: Ruleset, ev: ProcessExecEvent, info: ContainerInfo): Finding[] {
+  if (ev.exe === '') return NONE;
+  const match = rs.profileFor(info);
+  if (!match) return NONE;
+  const p = match.profile;
+  const name = programName(ev);
+  const allowed = p.process.allows(ev.exe, name);
+  const drift = ev.inUpperLayer === true && p.driftAlert;
+  if (allowed && !drift) return NONE;
+  const out: Finding[] = [];
+  if (!allowed) {
+    const multiCall = MULTI_CALL_BINARIES.has(basename(ev.exe)) || p.process.hasMultiCallEntry(ev.exe);
+    const shown = multiCall || name !== basename(ev.exe) ? `${ev.exe} as "${name}"` : ev.exe;
+    const names = multiCall ? p.process.namesFor(ev.exe) : [];
+    const why = names.length ? `profile "${p.name}" allows ${ev.exe} only as ${names.join(', ')}` : `it is not in process.allow of profile "${p.name}"`;
+    const f = finding(rs, 'process.not_allowed', {
+      message: `Process ${shown} ran in ${where(info)}, but ${why}`,
+      profile: p.name,
+      decidedBy: 'process.allow',
+      allowHint: multiCall ? `- { exe: ${yamlScalar(globLiteral(ev.exe))}, names: [${yamlScalar(name)}] }` : yamlItem(globLiteral(ev.exe)),
+      subject: `${ev.exe}\0${name}`,
+    });
+    if (f) out.push(f);
+  }
+  if (drift) {
+    const f = finding(rs, 'process.drift', {
+      message: `Process ${ev.exe} ran in ${where(info)} from a file written after the container started (not part of image ${info.image})`,
+      profile: p.name,
+      decidedBy: 'process.drift',
+      allowHint: 'drift: ignore',
+      subject: ev.exe,
+    });
+    if (f) out.push(f);
+  }
+  return out;
+}
+
+const FILE_VERBS: Record<FileChangeEvent['op'], string> = { create: 'created', modify: 'modified', delete: 'deleted', chmod: 'chmod-ed' };
+
+function fileFindings(rs: Ruleset, ev: FileChangeEvent, info: ContainerInfo): Finding[] {
+  const match = rs.profileFor(info);
+  if (!match) return NONE;
+  const p = match.profile;
+  if (p.writes.matches(ev.path)) return NONE;
+  const by = ev.process ? ` by ${ev.process.exe}` : '';
+  const found = ev.discovered ? ' (found when watching began)' : '';
+  return one(
+    finding(rs, 'file.write_not_allowed', {
+      message: `File ${ev.path} was ${FILE_VERBS[ev.op]}${by} in ${where(info)}${found}, outside files.write of profile "${p.name}"`,
+      profile: p.name,
+      decidedBy: 'files.write',
+      allowHint: yamlItem(globLiteral(ev.path)),
+      // The sensor's directory prefix groups a write storm into few alerts.
+      subject: ev.pathPrefix ?? ev.path,
+    }),
+  );
+}
+
+function netFindings(rs: Ruleset, ev: NetSocketEvent, info: ContainerInfo): Finding[] {
+  const match = rs.profileFor(info);
+  if (!match) return NONE;
+  const p = match.profile;
+  const proto = protoBase(ev.protocol);
+  if (ev.direction === 'listen') {
+    const local = parseEndpoint(ev.local);
+    if (!local || netRuleFor(p.listen, proto, local)) return NONE;
+    return one(
+      finding(rs, 'network.listen_not_allowed', {
+        message: `${capitalise(where(info))} listens on ${proto} port ${local.port} (${formatEndpoint(local)}), which is not in network.listen of profile "${p.name}"`,
+        profile: p.name,
+        decidedBy: 'network.listen',
+        allowHint: yamlItem(`${proto}:${local.port}`),
+        subject: `${proto}:${local.port}`,
+      }),
+    );
+  }
+  const remote = parseEndpoint(ev.remote);
+  if (!remote || netRuleFor(p.connect, proto, remote)) return NONE;
+  const dest = formatEndpoint(remote);
+  return one(
+    finding(rs, 'network.connect_not_allowed', {
+      message: `${capitalise(where(info))} connected to ${proto} ${dest}, which is not in network.connect of profile "${p.name}"`,
+      profile: p.name,
+      decidedBy: 'network.connect',
+      allowHint: yamlItem(`${proto}:${dest}`),
+      subject: `${proto}:${dest}`,
+    }),
+  );
+}
+
+function resourceFindings(rs: Ruleset, ev: ResourceSampleEvent, info: ContainerInfo): Finding[] {
+  const p = rs.profileFor(info)?.profile;
+  const out: Finding[] = [];
+  const check = (rule: 'resource.cpu_high' | 'resource.memory_high', key: 'cpuHighPercent' | 'memoryHighPercent', value: number | undefined, what: string) => {
+    if (value === undefined || !Number.isFinite(value)) return;
+    const own = p?.resources[key];
+    const threshold = own ?? rs.defaults[key];
+    if (value <= threshold) return;
+    const f = finding(rs, rule, {
+      message: `${capitalise(where(info))} uses ${round(value)}% ${what} (threshold ${threshold}%${own !== undefined ? ` from profile "${p!.name}"` : ''})`,
+      ...(p && { profile: p.name }),
+      decidedBy: own !== undefined ? `resources.${key}` : `metrics.${key}`,
+      allowHint: `${key}: ${Math.ceil(value)}`,
+      details: { percent: round(value), threshold },
+      subject: key,
+    });
+    if (f) out.push(f);
+  };
+  check('resource.cpu_high', 'cpuHighPercent', ev.cpuPercent, 'CPU');
+  check('resource.memory_high', 'memoryHighPercent', ev.memoryPercent, ev.memoryLimitBytes ? 'of its memory limit' : "of the host's memory");
+  return out.length ? out : NONE;
+}
+
+function round(n: number): number {
+  return Math.round(n * 10) / 10;
+}

@@ -1,0 +1,206 @@
+import type { Severity } from '../events/types.js';
+import { parseImageRef } from './image-ref.js';
+import { specMatches, type Endpoint, type NetSpec } from './net-spec.js';
+import { PathMatcher, type EntryOrigin } from './path-matcher.js';
+import { RULE_CATALOG, type RuleId } from './rule-schema.js';
+
+/** Executables that pick their behaviour from argv[0]; their allow hints name the program. */
+export const MULTI_CALL_BINARIES = new Set(['busybox', 'toybox']);
+
+export interface Thresholds {
+  cpuHighPercent: number;
+  memoryHighPercent: number;
+}
+
+/** Process allow entries: paths (any program name) and multi-call entries (only the listed names). */
+export class ProcessAllowlist {
+  readonly paths: PathMatcher;
+  private readonly exactExe = new Map<string, Map<string, EntryOrigin>>();
+  private readonly globExe: { re: RegExp; names: Map<string, EntryOrigin> }[] = [];
+
+  constructor(paths: EntryOrigin[], multiCall: { exe: { exact?: string[]; re?: RegExp }; names: string[]; origin: EntryOrigin }[]) {
+    this.paths = new PathMatcher(paths);
+    for (const m of multiCall) {
+      const names = new Map(m.names.map((n) => [n, m.origin] as const));
+      for (const exe of m.exe.exact ?? []) {
+        const have = this.exactExe.get(exe) ?? new Map<string, EntryOrigin>();
+        for (const [n, o] of names) if (!have.has(n)) have.set(n, o);
+        this.exactExe.set(exe, have);
+      }
+      if (m.exe.re) this.globExe.push({ re: m.exe.re, names });
+    }
+  }
+
+  allows(exe: string, name: string): boolean {
+    if (this.paths.matches(exe)) return true;
+    if (this.exactExe.get(exe)?.has(name)) return true;
+    for (let i = 0; i < this.globExe.length; i++) if (this.globExe[i].names.has(name) && this.globExe[i].re.test(exe)) return true;
+    return false;
+  }
+
+  explain(exe: string, name: string): EntryOrigin | undefined {
+    return this.paths.explain(exe) ?? this.exactExe.get(exe)?.get(name) ?? this.globExe.find((g) => g.names.has(name) && g.re.test(exe))?.names.get(name);
+  }
+
+  /** Some entry restricts this executable by program name (so hints should, too). */
+  hasMultiCallEntry(exe: string): boolean {
+    return this.exactExe.has(exe) || this.globExe.some((g) => g.re.test(exe));
+  }
+
+  /** Program names allowed through `exe`, for messages. */
+  namesFor(exe: string): string[] {
+    const out = new Set(this.exactExe.get(exe)?.keys() ?? []);
+    for (const g of this.globExe) if (g.re.test(exe)) for (const n of g.names.keys()) out.add(n);
+    return [...out].sort();
+  }
+
+  get size(): number {
+    let n = this.paths.size;
+    for (const m of this.exactExe.values()) n += m.size;
+    for (const g of this.globExe) n += g.names.size;
+    return n;
+  }
+}
+
+export interface NetRule {
+  spec: NetSpec;
+  origin: EntryOrigin;
+}
+
+/** The first entry that allows a socket, or undefined. */
+export function netRuleFor(rules: readonly NetRule[], proto: 'tcp' | 'udp', ep: Endpoint): NetRule | undefined {
+  for (let i = 0; i < rules.length; i++) if (specMatches(rules[i].spec, proto, ep)) return rules[i];
+  return undefined;
+}
+
+export interface ImagePattern {
+  /** As written in `images:`. */
+  source: string;
+  /** After normalisation, e.g. "docker.io/library/nginx{,:*,@*}". */
+  normalised: string;
+  re: RegExp;
+  literalLength: number;
+  line: number;
+}
+
+/** A profile with everything it inherits merged in and compiled. */
+export interface CompiledProfile {
+  name: string;
+  file: string;
+  line: number;
+  description?: string;
+  images: ImagePattern[];
+  /** Every profile it inherits from, nearest first. */
+  ancestors: string[];
+  process: ProcessAllowlist;
+  driftAlert: boolean;
+  writes: PathMatcher;
+  listen: NetRule[];
+  connect: NetRule[];
+  posture: {
+    allowRoot: boolean;
+    allowPrivileged: boolean;
+    allowWritableRootfs: boolean;
+    capabilities: Set<string>;
+    hostNamespaces: Set<string>;
+    mounts: PathMatcher;
+    secretEnv: PathMatcher;
+  };
+  resources: Partial<Thresholds>;
+}
+
+export interface CompiledPolicy {
+  /** undefined = any registry. */
+  registries?: PathMatcher;
+  registryList?: string[];
+  unprofiled: 'alert' | 'ignore';
+  requireDigest: boolean;
+  maxImageAgeDays?: number;
+  severities: ReadonlyMap<string, Severity | 'off'>;
+  file?: string;
+  line?: number;
+}
+
+export interface ProfileMatch {
+  profile: CompiledProfile;
+  pattern: ImagePattern;
+  /** The reference (or repo digest) that matched. */
+  candidate: string;
+}
+
+/** The image reference and digests a profile is resolved from. */
+export interface ImageIdentity {
+  image: string;
+  imageId: string;
+  imageRepoDigests?: readonly string[];
+}
+
+const CACHE_LIMIT = 10_000;
+
+/**
+ * The compiled, immutable rules. The only mutable part is a memo of which profile each image resolves
+ * to; it never changes an answer, only how fast it comes.
+ */
+export class Ruleset {
+  private readonly profileCache = new Map<string, { imageId: string; match: ProfileMatch | undefined }>();
+  private readonly withImages: CompiledProfile[];
+  private readonly severityOverrides: ReadonlyMap<string, Severity | 'off'>;
+
+  constructor(
+    readonly profiles: readonly CompiledProfile[],
+    readonly policy: CompiledPolicy,
+    readonly files: readonly string[],
+    readonly defaults: Thresholds,
+  ) {
+    this.withImages = profiles.filter((p) => p.images.length > 0);
+    this.severityOverrides = policy.severities;
+  }
+
+  /** The rule's severity after the policy's overrides; undefined when the policy turned it off. */
+  severity(rule: RuleId): Severity | undefined {
+    const o = this.severityOverrides.get(rule);
+    if (o === 'off') return undefined;
+    return o ?? RULE_CATALOG[rule].severity;
+  }
+
+  /** Whether the policy overrides this rule's severity (then per-finding severities give way). */
+  severityOverridden(rule: RuleId): boolean {
+    return this.severityOverrides.has(rule);
+  }
+
+  profile(name: string): CompiledProfile | undefined {
+    return this.profiles.find((p) => p.name === name);
+  }
+
+  /**
+   * The profile for a container's image: of all profiles with a matching pattern, the one whose pattern
+   * has the most literal characters (the most specific); ties go to the one loaded first.
+   */
+  profileFor(img: ImageIdentity): ProfileMatch | undefined {
+    const cached = this.profileCache.get(img.image);
+    if (cached && cached.imageId === img.imageId) return cached.match;
+    const match = this.resolve(img);
+    if (this.profileCache.size >= CACHE_LIMIT) this.profileCache.clear();
+    this.profileCache.set(img.image, { imageId: img.imageId, match });
+    return match;
+  }
+
+  private resolve(img: ImageIdentity): ProfileMatch | undefined {
+    const candidates = [parseImageRef(img.image).normalised, ...(img.imageRepoDigests ?? []).map((d) => parseImageRef(d).normalised)];
+    let best: ProfileMatch | undefined;
+    for (const profile of this.withImages) {
+      for (const pattern of profile.images) {
+        if (best && pattern.literalLength <= best.pattern.literalLength) continue;
+        const candidate = candidates.find((c) => pattern.re.test(c));
+        if (candidate !== undefined) best = { profile, pattern, candidate };
+      }
+    }
+    return best;
+  }
+
+  summary(): { files: number; profiles: number; entries: number; policy: string } {
+    let entries = 0;
+    for (const p of this.profiles) entries += p.process.size + p.writes.size + p.listen.length + p.connect.length;
+    return { files: this.files.length, profiles: this.profiles.length, entries, policy: this.policy.file ? `${this.policy.file}:${this.policy.line}` : 'defaults' };
+  }
+}

@@ -1,0 +1,322 @@
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import {
+  loadProcConnector,
+  ProcConnector,
+  type ConnectorEvent,
+  type ConnectorExecEvent,
+  type ConnectorExitEvent,
+  type ConnectorForkEvent,
+} from '../../../../agent/sensors/process/proc-connector.js';
+import {
+  docker,
+  dockerAvailable,
+  dockerExec,
+  runContainer,
+  TEST_LABEL,
+  TEST_RUN_ID,
+  TOOLS_IMAGE,
+} from '../../../helpers/docker.js';
+
+const run = promisify(execFile);
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
+const ADDON = path.join(ROOT, 'build/Release/proc_connector.node');
+
+const load = loadProcConnector();
+const isRoot = process.getuid?.() === 0;
+const canRun = load.available && isRoot;
+const hasDocker = canRun && (await dockerAvailable());
+
+const fdCount = (): number => readdirSync('/proc/self/fd').length;
+const threadCount = (): number => readdirSync('/proc/self/task').length;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Starts a connector that records every event; stops it when the test ends. */
+function record(opts: ConstructorParameters<typeof ProcConnector>[0] = {}) {
+  const events: ConnectorEvent[] = [];
+  const batches: number[] = [];
+  const pc = new ProcConnector(opts, (batch) => {
+    batches.push(batch.length);
+    for (const e of batch) events.push(e);
+  });
+  pc.start();
+  onTestFinished(() => pc.stop());
+  const waitFor = async (pred: () => boolean, timeoutMs = 10_000): Promise<void> => {
+    const end = Date.now() + timeoutMs;
+    while (!pred()) {
+      if (Date.now() > end) throw new Error('timed out waiting for proc connector events');
+      await sleep(20);
+    }
+  };
+  const execs = (pid: number) => events.filter((e): e is ConnectorExecEvent => e.type === 'exec' && e.pid === pid);
+  return { pc, events, batches, waitFor, execs };
+}
+
+/** Runs a node ESM snippet against the addon in a child process. */
+async function child(code: string, wrap: string[] = [], timeoutMs = 10_000) {
+  const script = `import { createRequire } from 'node:module';\nconst { ProcConnector } = createRequire(import.meta.url)(${JSON.stringify(ADDON)});\n${code}`;
+  return new Promise<{ code: number | null; stdout: string; stderr: string; ms: number }>((resolve) => {
+    const t0 = Date.now();
+    const argv = [...wrap, process.execPath, '--input-type=module', '-e', script];
+    const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: Date.now() - t0 });
+    });
+  });
+}
+
+describe('proc connector addon', () => {
+  it.runIf(process.platform === 'linux')('is built and loadable', () => {
+    expect(load).toEqual({ available: true });
+  });
+
+  it.runIf(canRun)('reports exec, fork and exit of spawned processes', { timeout: 60_000 }, async () => {
+    await readFile('/proc/self/stat'); // start libuv's thread pool before counting threads
+    const fds0 = fdCount();
+    const threads0 = threadCount();
+
+    const { pc, events, batches, waitFor, execs } = record({ batchMax: 64 });
+    expect(threadCount()).toBe(threads0 + 1);
+    expect(fdCount()).toBe(fds0 + 2); // netlink socket + eventfd
+
+    const N = 300;
+    const pids: number[] = [];
+    for (let i = 0; i < N; i += 10) {
+      await Promise.all(
+        Array.from({ length: Math.min(10, N - i) }, (_, j) => {
+          const p = execFile('/usr/bin/true', ['rw-test', String(i + j)]);
+          pids.push(p.pid!);
+          return new Promise((r) => p.on('close', r));
+        }),
+      );
+    }
+    const exited = (pid: number) => events.some((e) => e.type === 'exit' && e.pid === pid);
+    await waitFor(() => pids.every((pid) => execs(pid).length > 0 && exited(pid)));
+
+    const execEvents = pids.map((pid) => execs(pid)[0]);
+    const resolved = execEvents.filter((e) => e.resolved);
+    // /usr/bin/true often exits before its /proc entry is read (more so on a
+    // loaded machine without SCHED_FIFO): this checks function, not quality.
+    expect(resolved.length).toBeGreaterThanOrEqual(N * 0.5);
+    for (const e of resolved) {
+      expect(e.exe).toBe('/usr/bin/true');
+      expect(e.exeDeleted).toBe(false);
+      expect(e.args.slice(0, 2)).toEqual(['/usr/bin/true', 'rw-test']);
+      expect(e.argsTruncated).toBe(false);
+      expect(e.comm).toBe('true');
+      expect(e.uid).toBe(0);
+      expect(e.euid).toBe(0);
+      expect(e.containerId).toBe('');
+    }
+    for (const e of execEvents) {
+      expect(e.ppid).toBe(process.pid);
+      expect(e.ts).toBeGreaterThan(Date.now() - 120_000);
+      expect(e.ts).toBeLessThanOrEqual(Date.now() + 1000);
+    }
+    // Every spawned pid was forked by us, before its exec.
+    for (const pid of pids) {
+      const fork = events.find((e): e is ConnectorForkEvent => e.type === 'fork' && e.childPid === pid);
+      expect(fork?.parentPid).toBe(process.pid);
+      expect(events.indexOf(fork!)).toBeLessThan(events.indexOf(execs(pid)[0]));
+    }
+    const exits = events.filter((e): e is ConnectorExitEvent => e.type === 'exit' && pids.includes(e.pid));
+    expect(exits.every((e) => e.exitCode === 0 && e.signal === undefined)).toBe(true);
+
+    const s = pc.stats();
+    expect(s.received).toBeGreaterThanOrEqual(3 * N);
+    expect(s.delivered + s.queueDrops + s.queued).toBe(s.received);
+    expect(s.delivered).toBe(events.length);
+    expect(s.queueDrops).toBe(0);
+    expect(s.kernelLost).toBe(0);
+    expect(s.enobufs).toBe(0);
+    expect(s.rcvbufBytes).toBeGreaterThanOrEqual(8 * 1024 * 1024);
+    expect(typeof s.schedFifo).toBe('boolean');
+    expect(s.unresolved).toBeGreaterThanOrEqual(N - resolved.length);
+    expect(Math.max(...batches)).toBeLessThanOrEqual(64);
+
+    pc.stop();
+    pc.stop(); // idempotent
+    expect(threadCount()).toBe(threads0);
+    expect(fdCount()).toBe(fds0);
+    const after = events.length;
+    await run('/usr/bin/true');
+    await sleep(100);
+    expect(events.length).toBe(after);
+  });
+
+  it.runIf(canRun)(
+    'decodes exit codes and signals, and sees stdio sockets, cwd and deleted binaries',
+    { timeout: 30_000 },
+    async () => {
+      const { events, waitFor, execs } = record();
+      const dir = mkdtempSync(path.join(tmpdir(), 'rw-pc-'));
+      // Lives long enough for its /proc entry to be read even without SCHED_FIFO.
+      const a = spawn('/bin/sh', ['-c', 'sleep 0.2; exit 7'], { cwd: dir });
+      await new Promise((r) => a.on('close', r));
+      const b = spawn('/usr/bin/sleep', ['30']);
+      await sleep(100);
+      b.kill('SIGKILL');
+      await new Promise((r) => b.on('close', r));
+      // Node's stdio 'pipe' is a unix socketpair, 'ignore' is /dev/null.
+      const c = spawn('/usr/bin/sleep', ['0.1'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      await new Promise((r) => c.on('close', r));
+      const d = spawn('/usr/bin/sleep', ['0.1'], { stdio: 'ignore' });
+      await new Promise((r) => d.on('close', r));
+      // Executes a binary that was deleted first (through its open fd, like fexecve).
+      const copy = path.join(dir, 'gone');
+      await run('/bin/sh', [
+        '-c',
+        `cp /usr/bin/sleep ${copy} && exec 3<${copy} && rm ${copy} && exec /proc/self/fd/3 0.3`,
+      ]);
+      const isGone = (e: ConnectorEvent): e is ConnectorExecEvent => e.type === 'exec' && e.exe === copy;
+
+      const exitOf = (pid: number) => events.find((e): e is ConnectorExitEvent => e.type === 'exit' && e.pid === pid);
+      await waitFor(() => [a, b, c, d].every((p) => exitOf(p.pid!)) && events.some(isGone));
+      expect(exitOf(a.pid!)).toMatchObject({ exitCode: 7 });
+      expect(execs(a.pid!)[0]).toMatchObject({
+        exe: realpathSync('/bin/sh'),
+        cwd: dir,
+        args: ['/bin/sh', '-c', 'sleep 0.2; exit 7'],
+      });
+      expect(exitOf(b.pid!)).toMatchObject({ exitCode: 128 + 9, signal: 9 });
+      expect(execs(c.pid!)[0]).toMatchObject({ exe: '/usr/bin/sleep', stdioSocket: true });
+      expect(execs(d.pid!)[0]).toMatchObject({ exe: '/usr/bin/sleep', stdioSocket: false, tty: 0 });
+      expect(events.find(isGone)).toMatchObject({ exeDeleted: true, args: ['/proc/self/fd/3', '0.3'], resolved: true });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  );
+
+  it.runIf(canRun)('can be stopped from inside its callback', { timeout: 20_000 }, async () => {
+    const threads0 = threadCount();
+    let calls = 0;
+    const pc: ProcConnector = new ProcConnector({}, () => {
+      calls++;
+      pc.stop();
+    });
+    pc.start();
+    await run('/usr/bin/true');
+    const end = Date.now() + 5000;
+    while (calls === 0 && Date.now() < end) await sleep(10);
+    expect(calls).toBe(1);
+    await run('/usr/bin/true');
+    await sleep(100);
+    expect(calls).toBe(1);
+    expect(threadCount()).toBe(threads0);
+  });
+
+  it.runIf(canRun)('does not leak threads or descriptors over start/stop cycles', () => {
+    const fds0 = fdCount();
+    const threads0 = threadCount();
+    const pc = new ProcConnector({ rcvbufBytes: 1 << 20 }, () => {});
+    for (let i = 0; i < 50; i++) {
+      pc.start();
+      pc.stop();
+    }
+    expect(fdCount()).toBe(fds0);
+    expect(threadCount()).toBe(threads0);
+  });
+
+  it.runIf(canRun)('rejects a second start and can start again after stop', () => {
+    const { pc } = record();
+    expect(() => pc.start()).toThrow(/already started/);
+    pc.stop();
+    pc.start();
+    expect(pc.stats().rcvbufBytes).toBeGreaterThan(0);
+    pc.stop();
+  });
+
+  it.runIf(canRun)(
+    'lets the process exit after stop(), keeps it alive while running',
+    { timeout: 30_000 },
+    async () => {
+      const stopped = await child(
+        `const pc = new ProcConnector({}, () => {}); pc.start(); setTimeout(() => { pc.stop(); console.log(JSON.stringify(pc.stats())); }, 300);`,
+      );
+      expect(stopped.code).toBe(0);
+      expect(stopped.ms).toBeLessThan(5000);
+      expect(JSON.parse(stopped.stdout)).toMatchObject({ queueDrops: 0, kernelLost: 0 });
+
+      const running = await child(
+        `const pc = new ProcConnector({}, () => {}); pc.start(); console.log('started');`,
+        [],
+        1500,
+      );
+      expect(running.stdout.trim()).toBe('started');
+      expect(running.code).toBeNull(); // killed by our timeout: the subscription kept the loop alive
+    },
+  );
+
+  it.runIf(canRun && existsSync('/usr/bin/unshare'))(
+    'explains why it cannot subscribe outside the host namespaces',
+    { timeout: 30_000 },
+    async () => {
+      const probe = `try { new ProcConnector({}, () => {}).start(); console.log('started'); process.exit(0); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+      const netns = await child(probe, ['unshare', '--net']);
+      expect(JSON.parse(netns.stdout)).toMatchObject({
+        code: 'ECONNREFUSED',
+        message: expect.stringMatching(/network namespace/),
+      });
+      const pidns = await child(probe, ['unshare', '--pid', '--fork', '--mount-proc']);
+      expect(JSON.parse(pidns.stdout)).toMatchObject({ code: 'ETIMEDOUT', message: expect.stringMatching(/pid/) });
+    },
+  );
+
+  it.runIf(canRun)('validates options', () => {
+    expect(() => new ProcConnector({ queueCapacity: 0 }, () => {})).toThrow(RangeError);
+    expect(() => new ProcConnector({ batchMax: 1.5 }, () => {})).toThrow(RangeError);
+  });
+});
+
+describe.runIf(hasDocker)('proc connector with Docker containers', () => {
+  it('attributes docker exec and docker run processes to their container', { timeout: 90_000 }, async () => {
+    const { events, waitFor } = record();
+    const id = await runContainer({ image: TOOLS_IMAGE, cmd: ['/usr/bin/sleep', '300'] });
+    expect(id).toMatch(/^[0-9a-f]{64}$/);
+    await dockerExec(id, ['/usr/bin/id', '-u'], ['-w', '/tmp']);
+    const inContainer =
+      (exe: string, cid: string) =>
+      (e: ConnectorEvent): e is ConnectorExecEvent =>
+        e.type === 'exec' && e.exe === exe && e.containerId === cid;
+    await waitFor(() => events.some(inContainer('/usr/bin/id', id)));
+    const idExec = events.find(inContainer('/usr/bin/id', id))!;
+    expect(idExec).toMatchObject({ resolved: true, args: ['/usr/bin/id', '-u'], comm: 'id', cwd: '/tmp', uid: 0 });
+    // The container's pid 1, exec'd by runc, is attributed too.
+    expect(events.some(inContainer('/usr/bin/sleep', id))).toBe(true);
+    // docker run --rm: the id is only known from --cidfile.
+    const dir = mkdtempSync(path.join(tmpdir(), 'rw-pc-'));
+    const cidfile = path.join(dir, 'cid');
+    await docker([
+      'run',
+      '--rm',
+      '--cidfile',
+      cidfile,
+      '--network',
+      'none',
+      '--label',
+      `${TEST_LABEL}=${TEST_RUN_ID}`,
+      TOOLS_IMAGE,
+      '/usr/bin/true',
+      'run-rm',
+    ]);
+    const rmId = readFileSync(cidfile, 'utf8').trim();
+    rmSync(dir, { recursive: true, force: true });
+    await waitFor(() => events.some(inContainer('/usr/bin/true', rmId)));
+    expect(events.find(inContainer('/usr/bin/true', rmId))).toMatchObject({ args: ['/usr/bin/true', 'run-rm'] });
+    // Host-side processes (docker CLI, runc) are not attributed to the container.
+    expect(events.some((e) => e.type === 'exec' && e.pid === process.pid)).toBe(false);
+    const dockerCli = events.find((e): e is ConnectorExecEvent => e.type === 'exec' && e.comm === 'docker');
+    expect(dockerCli?.containerId).toBe('');
+  });
+});
