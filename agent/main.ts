@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Config } from './config/load.js';
-import type { AgentNoticeEvent, RunwatchRecord, Severity } from './events/types.js';
+import type { AgentNoticeEvent, ContainerInfo, RunwatchEvent, RunwatchRecord, Severity } from './events/types.js';
 import type { Decider } from './engine/engine.js';
 import { auditOnlyDecider } from './engine/audit-decider.js';
 import { ImageHistory } from './engine/image-history.js';
@@ -10,10 +10,11 @@ import { RulesWatcher } from './engine/rules-watcher.js';
 import { errorMessage, type RunwatchError } from './errors.js';
 import type { Logger } from './log.js';
 import { ContainerInventory } from './pipeline/container-inventory.js';
+import { DockerClientRuns } from './pipeline/docker-client-runs.js';
 import { EventQueue } from './pipeline/event-queue.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { createSensors } from './sensors/index.js';
-import type { Sensor } from './sensors/sensor.js';
+import type { Sensor, SensorContext } from './sensors/sensor.js';
 import { createSinks } from './sinks/index.js';
 import type { Sink } from './sinks/sink.js';
 
@@ -23,6 +24,10 @@ export interface AgentOptions {
   /** Extra sinks beside the configured ones (tests, learning mode). */
   extraSinks?: Sink[];
   onRecord?: (rec: RunwatchRecord) => void;
+  /** Sees every event after enrichment, before it is decided (learning, shadow evaluation). */
+  onEvent?: (ev: RunwatchEvent, container: ContainerInfo | undefined) => void;
+  /** Wraps every decider the agent installs, hot-reloaded ones included (learning mutes its images' allowlist findings). */
+  wrapDecider?: (d: Decider) => Decider;
 }
 
 interface Step {
@@ -36,6 +41,8 @@ interface Step {
  */
 export class Agent {
   readonly inventory = new ContainerInventory();
+  /** Host `docker` CLI runs (from the process sensor), to name who is behind an admin action. */
+  private readonly dockerClients = new DockerClientRuns();
   readonly queue: EventQueue;
   private pipeline!: Pipeline;
   private sinks: Sink[] = [];
@@ -70,12 +77,14 @@ export class Agent {
           this.pipeline = new Pipeline({
             queue: this.queue,
             inventory: this.inventory,
+            dockerClients: this.dockerClients,
             decider: () => this.decider,
             sinks: this.sinks,
             host: config.host,
             log: this.log.child({ component: 'pipeline' }),
             groupWindowMs: config.pipeline.groupWindowSeconds * 1000,
             onRecord: this.opts.onRecord,
+            onEvent: this.opts.onEvent,
           });
           this.pipeline.start();
         },
@@ -83,9 +92,11 @@ export class Agent {
       {
         name: 'sensors',
         run: async () => {
-          this.sensors = createSensors(config);
+          this.sensors = createSensors(config, { dockerClients: this.dockerClients });
+          // One context for all: the process sensor sets processLookup on it for the sensors started after it.
+          const ctx: SensorContext = { config, queue: this.queue, inventory: this.inventory, log: this.log, signal: this.abort.signal };
           for (const sensor of this.sensors) {
-            await sensor.start({ config, queue: this.queue, inventory: this.inventory, log: this.log, signal: this.abort.signal });
+            await sensor.start(ctx);
             this.log.info('sensor started', { sensor: sensor.name, ...sensor.health().details });
           }
         },
@@ -191,7 +202,7 @@ export class Agent {
 
   /** Swaps the decision logic (hot reload); takes effect with the next event. */
   setDecider(d: Decider): void {
-    this.decider = d;
+    this.decider = this.opts.wrapDecider?.(d) ?? d;
   }
 
   /** Reopen file outputs (SIGHUP, for logrotate). */

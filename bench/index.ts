@@ -1,11 +1,14 @@
 import { writeFileSync } from 'node:fs';
 import type { Benchmark, BenchFigure } from './bench.js';
+import { exportBenchmark } from './export.bench.js';
+import { fileBenchmark } from './file.bench.js';
 import { networkBenchmark } from './network.bench.js';
 import { pipelineBenchmark } from './pipeline.bench.js';
 import { resourcesBenchmark } from './resources.bench.js';
+import { rulesBenchmark } from './rules.bench.js';
 
 /** Every benchmark the project has, in one explicit list. */
-const benchmarks: Benchmark[] = [pipelineBenchmark, resourcesBenchmark, networkBenchmark];
+const benchmarks: Benchmark[] = [pipelineBenchmark, resourcesBenchmark, networkBenchmark, fileBenchmark, rulesBenchmark, exportBenchmark];
 
 function fmt(n: number): string {
   if (!Number.isFinite(n)) return String(n);

@@ -6,16 +6,15 @@ import type { ContainerInfo, NetProtocol, NetSocketEvent } from '../agent/events
 import { silentLogger } from '../agent/log.js';
 import { ContainerInventory } from '../agent/pipeline/container-inventory.js';
 import { EventQueue } from '../agent/pipeline/event-queue.js';
-import { NetworkSensor } from '../agent/sensors/network/network-sensor.js';
+import { DEFAULT_FULL_SCAN_SECONDS, NetworkSensor } from '../agent/sensors/network/network-sensor.js';
 import { decodeEndpoint, parseSocketTable } from '../agent/sensors/network/proc-net-table.js';
 import { cpuMs, withBaseline, type BenchFigure, type Benchmark } from './bench.js';
 
 const exec = promisify(execFile);
 const CONTAINERS = 50;
 const IMAGE = 'runwatch-test/busybox:1';
-const STEADY_CYCLES = 20;
+const STEADY_CYCLES = 100;
 const FULL_CYCLES = 3;
-const FULL_SCAN_SECONDS = 300;
 const INTERVAL_SECONDS = 2;
 const LIFETIMES = [0.5, 1, 2, 3];
 const CONNECTIONS_PER_LIFETIME = 20;
@@ -47,9 +46,25 @@ async function startContainers(n: number, started: string[], cmd: string[]): Pro
 async function inspect(ids: string[]): Promise<ContainerInfo[]> {
   const { stdout } = await exec('docker', ['inspect', ...ids], { maxBuffer: 64 * 1024 * 1024 });
   return (JSON.parse(stdout) as { Id: string; Name: string; Image: string; State: { Pid: number }; HostConfig: { NetworkMode: string } }[]).map((c) => ({
-    id: c.Id, name: c.Name.slice(1), image: IMAGE, imageId: c.Image, imageRepoDigests: [], created: '', running: true, pid: c.State.Pid, user: '',
-    privileged: false, capAdd: [], capDrop: [], hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false }, networkMode: c.HostConfig.NetworkMode,
-    mounts: [], readOnlyRootfs: false, envNames: [], memoryLimit: 0, cpuLimit: 0,
+    id: c.Id,
+    name: c.Name.slice(1),
+    image: IMAGE,
+    imageId: c.Image,
+    imageRepoDigests: [],
+    created: '',
+    running: true,
+    pid: c.State.Pid,
+    user: '',
+    privileged: false,
+    capAdd: [],
+    capDrop: [],
+    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
+    networkMode: c.HostConfig.NetworkMode,
+    mounts: [],
+    readOnlyRootfs: false,
+    envNames: [],
+    memoryLimit: 0,
+    cpuLimit: 0,
   }));
 }
 
@@ -59,9 +74,16 @@ function socketCount(pid: number): number {
   return n;
 }
 
-async function startedSensor(inventory: ContainerInventory, opts: { gateOnCounters?: boolean; intervalSeconds?: number } = {}): Promise<{ sensor: NetworkSensor; queue: EventQueue; firstPollMs: number }> {
+async function startedSensor(
+  inventory: ContainerInventory,
+  opts: { gateOnCounters?: boolean; intervalSeconds?: number; fullScanSeconds?: number } = {},
+): Promise<{ sensor: NetworkSensor; queue: EventQueue; firstPollMs: number }> {
   const queue = new EventQueue(100_000);
-  const sensor = new NetworkSensor({ intervalSeconds: opts.intervalSeconds ?? 3600, fullScanSeconds: FULL_SCAN_SECONDS, gateOnCounters: opts.gateOnCounters });
+  const sensor = new NetworkSensor({
+    intervalSeconds: opts.intervalSeconds ?? 3600,
+    fullScanSeconds: opts.fullScanSeconds ?? DEFAULT_FULL_SCAN_SECONDS,
+    gateOnCounters: opts.gateOnCounters,
+  });
   const t0 = cpuMs();
   await sensor.start({ config: defaultConfig(), queue, inventory, log: silentLogger, signal: new AbortController().signal });
   return { sensor, queue, firstPollMs: cpuMs() - t0 };
@@ -107,11 +129,28 @@ async function lifetimeFigures(started: string[]): Promise<BenchFigure[]> {
       const clients = Array.from({ length: CONNECTIONS_PER_LIFETIME }, () => `(sleep ${(Math.random() * 8).toFixed(2)}; sleep 30 | nc 127.0.0.1 ${port}) &`);
       await exec('docker', ['exec', '-d', id, 'sh', '-c', `nc -ll -p ${port} -e sleep ${lifetime} & sleep 0.5; ${clients.join(' ')} wait`]);
       await new Promise((r) => setTimeout(r, (8 + lifetime + 2 * INTERVAL_SECONDS + 1) * 1000));
-      const seen = new Set((queue.take(100_000) as NetSocketEvent[]).filter((e) => e.direction === 'connect' && e.remote === `127.0.0.1:${port}`).map((e) => e.local)).size;
+      const seen = new Set(
+        (queue.take(100_000) as NetSocketEvent[]).filter((e) => e.direction === 'connect' && e.remote === `127.0.0.1:${port}`).map((e) => e.local),
+      ).size;
       const expected = Math.min(1, lifetime / INTERVAL_SECONDS) * 100;
-      figures.push(withBaseline({ name: `network: connections seen, lifetime ${lifetime} s, ${INTERVAL_SECONDS} s poll`, value: (seen / CONNECTIONS_PER_LIFETIME) * 100, unit: '%', note: `${seen}/${CONNECTIONS_PER_LIFETIME}` }, { name: 'min(1, lifetime/interval)', value: expected }));
+      figures.push(
+        withBaseline(
+          {
+            name: `network: connections seen, lifetime ${lifetime} s, ${INTERVAL_SECONDS} s poll`,
+            value: (seen / CONNECTIONS_PER_LIFETIME) * 100,
+            unit: '%',
+            note: `${seen}/${CONNECTIONS_PER_LIFETIME}`,
+          },
+          { name: 'min(1, lifetime/interval)', value: expected },
+        ),
+      );
     }
-    figures.push({ name: 'network: connect attempts counted but not seen (ActiveOpens)', value: Number(sensor.health().details?.connectAttemptsUnseen), unit: 'connections', note: `of ${LIFETIMES.length * CONNECTIONS_PER_LIFETIME}` });
+    figures.push({
+      name: 'network: connect attempts counted but not seen (ActiveOpens)',
+      value: Number(sensor.health().details?.connectAttemptsUnseen),
+      unit: 'connections',
+      note: `of ${LIFETIMES.length * CONNECTIONS_PER_LIFETIME}`,
+    });
   } finally {
     await sensor.stop();
   }
@@ -135,10 +174,12 @@ export const networkBenchmark: Benchmark = {
       const inventory = new ContainerInventory();
       for (const info of infos) inventory.upsert(info);
 
-      const { sensor, queue, firstPollMs } = await startedSensor(inventory);
+      // Back-to-back polls cover milliseconds, not a full-scan period: full scans are left out here and added below.
+      const { sensor, queue, firstPollMs } = await startedSensor(inventory, { fullScanSeconds: 1e9 });
       const first = queue.take(100_000) as NetSocketEvent[];
       const withOwner = first.filter((e) => e.process).length;
-      if (first.length !== CONTAINERS * 15) throw new Error(`first poll gave ${first.length} events, expected ${CONTAINERS * 15} (10 listen + 5 connect per container)`);
+      if (first.length !== CONTAINERS * 15)
+        throw new Error(`first poll gave ${first.length} events, expected ${CONTAINERS * 15} (10 listen + 5 connect per container)`);
       const steadyMs = await cpuPerPoll(sensor, STEADY_CYCLES);
       const reads = sensor.health().details?.tableReads;
       await sensor.stop();
@@ -153,19 +194,55 @@ export const networkBenchmark: Benchmark = {
       for (let i = 0; i < FULL_CYCLES; i++) naivePoll(pids);
       const naiveMs = (cpuMs() - t0) / FULL_CYCLES;
 
-      // Each namespace gets one full read per FULL_SCAN_SECONDS, spread over the period.
-      const amortizedMs = steadyMs + ungatedMs * (INTERVAL_SECONDS / FULL_SCAN_SECONDS);
+      // Each namespace gets one full read per DEFAULT_FULL_SCAN_SECONDS, spread over the period.
+      const amortizedMs = steadyMs + ungatedMs * (INTERVAL_SECONDS / DEFAULT_FULL_SCAN_SECONDS);
       const baseline = { name: 'naive full re-read + parse of every table', value: naiveMs };
       const lifetimes = await lifetimeFigures(started);
       return [
-        withBaseline({ name: `network: poll CPU/cycle, ${CONTAINERS} containers × 20 sockets, steady`, value: steadyMs, unit: 'ms', note: `target ≤ 5 ms; ${reads} table reads in ${STEADY_CYCLES + 1} polls` }, baseline),
-        withBaseline({ name: `network: poll CPU/cycle incl. full scans every ${FULL_SCAN_SECONDS} s`, value: amortizedMs, unit: 'ms', note: 'target ≤ 5 ms; computed' }, baseline),
+        withBaseline(
+          {
+            name: `network: poll CPU/cycle, ${CONTAINERS} containers × 20 sockets, steady`,
+            value: steadyMs,
+            unit: 'ms',
+            note: `target ≤ 5 ms; ${reads} table reads in ${STEADY_CYCLES + 1} polls`,
+          },
+          baseline,
+        ),
+        withBaseline(
+          {
+            name: `network: poll CPU/cycle incl. full scans every ${DEFAULT_FULL_SCAN_SECONDS} s`,
+            value: amortizedMs,
+            unit: 'ms',
+            note: 'target ≤ 5 ms; computed',
+          },
+          baseline,
+        ),
         withBaseline({ name: 'network: poll CPU/cycle, every table read (gate off)', value: ungatedMs, unit: 'ms' }, baseline),
-        withBaseline({ name: 'network: first poll, all sockets new, owners resolved', value: firstPollMs, unit: 'ms', note: `${first.length} events, ${withOwner} with process` }, baseline),
+        withBaseline(
+          {
+            name: 'network: first poll, all sockets new, owners resolved',
+            value: firstPollMs,
+            unit: 'ms',
+            note: `${first.length} events, ${withOwner} with process`,
+          },
+          baseline,
+        ),
         ...lifetimes,
       ];
     } finally {
-      if (started.length) execFileSync('docker', ['rm', '-f', ...started], { stdio: 'ignore' });
+      removeContainers(started);
     }
   },
 };
+
+/** Never throws: a failed removal must not hide the benchmark's own error; leftovers carry runwatch.test=bench. */
+function removeContainers(ids: string[]): void {
+  if (!ids.length) return;
+  try {
+    execFileSync('docker', ['rm', '-f', ...ids], { stdio: 'ignore', timeout: 120_000 });
+  } catch (err) {
+    process.stderr.write(
+      `bench: could not remove ${ids.length} network bench containers (label runwatch.test=bench): ${err instanceof Error ? err.message.split('\n')[0].slice(0, 200) : String(err)}\n`,
+    );
+  }
+}

@@ -170,8 +170,12 @@ export interface FileChangeEvent extends EventBase {
   /** Absolute path inside the container. */
   path: string;
   op: FileOp;
-  /** File mode after the change, where known. */
+  /** File mode after the change (st_mode, type bits included), where known. */
   mode?: number;
+  /** For chmod: the mode before (the last known one, or the image's at a copy-up), so a detection can tell a setuid bit newly set. */
+  previousMode?: number;
+  /** For chmod: set when the change was an ownership change (chown), with the ids before and after. */
+  owner?: { uid: number; gid: number; previousUid: number; previousGid: number };
   /** For a symlink: its target. */
   linkTarget?: string;
   /** Number of hard links, where > 1 suggests a link over another file (then `linkTarget` names another path of the same file, when known). */

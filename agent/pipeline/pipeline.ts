@@ -4,12 +4,15 @@ import type { Logger } from '../log.js';
 import type { Sink } from '../sinks/sink.js';
 import { AlertGrouper } from './alert-grouper.js';
 import { toContainerRef, type ContainerInventory } from './container-inventory.js';
+import type { DockerClientRuns } from './docker-client-runs.js';
 import type { EventQueue } from './event-queue.js';
 import { buildRecord } from './record-builder.js';
 
 export interface PipelineOptions {
   queue: EventQueue;
   inventory: ContainerInventory;
+  /** Host `docker` CLI runs, to name the host user behind admin actions. */
+  dockerClients?: DockerClientRuns;
   /** Read on every event, so a hot reload that swaps the decider takes effect at once. */
   decider: () => Decider;
   sinks: readonly Sink[];
@@ -189,6 +192,10 @@ export class Pipeline {
       return undefined;
     }
     ev.container ??= toContainerRef(info);
+    if (ev.kind === 'docker_action' && !ev.hostUser && this.opts.dockerClients) {
+      const who = this.opts.dockerClients.resolve(ev, info.name);
+      if (who) ev.hostUser = who;
+    }
     return info;
   }
 

@@ -23,7 +23,7 @@ export function comparePositions(a: SpoolPosition, b: SpoolPosition): number {
   return a.segment - b.segment || a.offset - b.offset;
 }
 
-export function cursorFile(dir: string, consumer: string): string {
+function cursorFile(dir: string, consumer: string): string {
   return path.join(dir, `${consumer}.cursor`);
 }
 

@@ -87,7 +87,8 @@ export class SpoolDrainer {
     this.wake?.();
     await this.loop;
     this.state = 'stopped';
-    this.reportDuplicates(true);
+    // The pipeline has stopped by now: an audit record would go nowhere, the log still gets it.
+    this.reportDuplicates(true, false);
   }
 
   health(): Record<string, number | string> {
@@ -97,14 +98,30 @@ export class SpoolDrainer {
   private async run(): Promise<void> {
     const { spool } = this.opts;
     while (this.running) {
-      const batch = spool.read(this.name, this.opts.batchMaxRecords ?? 500, this.opts.batchMaxBytes ?? 1024 * 1024);
+      let batch: SpoolBatch | undefined;
+      try {
+        batch = spool.read(this.name, this.opts.batchMaxRecords ?? 500, this.opts.batchMaxBytes ?? 1024 * 1024);
+      } catch (err) {
+        this.lastError = `spool: ${err instanceof Error ? err.message : String(err)}`;
+        this.opts.log.error('spool read failed, will retry', { destination: this.name, error: this.lastError });
+        await this.backoff();
+        continue;
+      }
       if (!batch) {
         this.state = 'idle';
         this.reportDuplicates(true);
-        await this.sleep(1000, spool.whenAppended());
+        // Nothing to do until the next append (or stop): no polling.
+        await this.sleep(undefined, spool.whenAppended());
         continue;
       }
-      await this.deliver(batch);
+      try {
+        await this.deliver(batch);
+      } catch (err) {
+        // A spool file error (disk full, removed directory): keep the loop alive and try again later.
+        this.lastError = `spool: ${err instanceof Error ? err.message : String(err)}`;
+        this.opts.log.error('delivery loop failed, will retry', { destination: this.name, error: this.lastError });
+        await this.backoff();
+      }
     }
   }
 
@@ -124,16 +141,14 @@ export class SpoolDrainer {
       this.stats.requests++;
       const result = await destination.send(pending, this.abort.signal);
       if (result.kind === 'failed') {
-        this.stats.failedRequests++;
-        this.lastError = result.error;
         if (result.ambiguous) for (const r of pending) uncertain.add(r.id);
         if (!result.retriable) {
           this.reject(pending, result.error, result.status);
           pending = [];
           break;
         }
+        this.failed(result.error, pending.length);
         spool.markProgress(this.name, batch, { accepted, uncertain: [...uncertain] });
-        if (this.stats.failedRequests === 1 || this.backoffMs === 0) this.opts.log.warn('export failed, will retry', { destination: this.name, records: pending.length, error: result.error });
         await this.backoff(result.retryAfterMs);
         continue;
       }
@@ -155,7 +170,7 @@ export class SpoolDrainer {
       pending = retry;
       if (pending.length) {
         this.stats.resentItems += pending.length;
-        this.lastError = result.detail ?? `partial success (${result.status ?? '?'})`;
+        this.failed(result.detail ?? `HTTP ${result.status ?? '?'}`, pending.length);
         const done = new Set(accepted);
         spool.markProgress(this.name, batch, { accepted, uncertain: [...uncertain].filter((id) => !done.has(id)) });
         await this.backoff(result.retryAfterMs);
@@ -167,6 +182,14 @@ export class SpoolDrainer {
       spool.commit(this.name, batch.end);
       this.reportDuplicates(false);
     }
+  }
+
+  /** Logs the first failure of a run of failures and then every 50th, so a long outage does not flood the log. */
+  private failed(error: string, records: number): void {
+    this.stats.failedRequests++;
+    this.lastError = error;
+    if (this.backoffMs === 0 || this.stats.failedRequests % 50 === 0)
+      this.opts.log.warn('export failed, will retry', { destination: this.name, records, error, failedRequests: this.stats.failedRequests });
   }
 
   private reject(records: readonly RunwatchRecord[], error: string, status?: number): void {
@@ -183,17 +206,26 @@ export class SpoolDrainer {
     });
   }
 
-  private reportDuplicates(force: boolean): void {
-    if (this.unreportedDuplicates === 0 || (!force && this.opts.spool.backlogBytes(this.name) > 0 && Date.now() - this.lastDuplicateReport < (this.opts.duplicateReportIntervalMs ?? 60_000))) return;
+  private reportDuplicates(force: boolean, asRecord = true): void {
+    if (
+      this.unreportedDuplicates === 0 ||
+      (!force && this.opts.spool.backlogBytes(this.name) > 0 && Date.now() - this.lastDuplicateReport < (this.opts.duplicateReportIntervalMs ?? 60_000))
+    )
+      return;
     const n = this.unreportedDuplicates;
     this.unreportedDuplicates = 0;
     this.lastDuplicateReport = Date.now();
     this.opts.log.warn('records resent after an unanswered request, the endpoint may hold duplicates', { destination: this.name, records: n });
-    this.opts.notify('runwatch.export_duplicates', `${n} record(s) were sent again to ${this.name} after a request got no answer; the endpoint may hold them twice (same id)`, {
-      destination: this.name,
-      records: n,
-      total: this.stats.possibleDuplicates,
-    });
+    if (asRecord)
+      this.opts.notify(
+        'runwatch.export_duplicates',
+        `${n} record(s) were sent again to ${this.name} after a request got no answer; the endpoint may hold them twice (same id)`,
+        {
+          destination: this.name,
+          records: n,
+          total: this.stats.possibleDuplicates,
+        },
+      );
   }
 
   private async backoff(retryAfterMs?: number): Promise<void> {
@@ -205,9 +237,9 @@ export class SpoolDrainer {
     await this.sleep(delay);
   }
 
-  private sleep(ms: number, or?: Promise<void>): Promise<void> {
+  private sleep(ms: number | undefined, or?: Promise<void>): Promise<void> {
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
+      const timer = ms === undefined ? undefined : setTimeout(done, ms);
       function done() {
         clearTimeout(timer);
         resolve();

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { RunwatchError } from '../errors.js';
 import type { RunwatchRecord } from '../events/types.js';
 import type { Logger } from '../log.js';
-import { comparePositions, cursorFile, loadCursor, saveCursor, type SpoolCursor, type SpoolPosition } from './spool-cursor.js';
+import { comparePositions, loadCursor, saveCursor, type SpoolCursor, type SpoolPosition } from './spool-cursor.js';
 
 export type { SpoolPosition } from './spool-cursor.js';
 
@@ -58,7 +58,7 @@ export class RecordSpool {
   private readonly segmentBytes: number;
   private activeFd: number | undefined;
   private totalBytes = 0;
-  private waiters: (() => void)[] = [];
+  private appended: { promise: Promise<void>; resolve: () => void } | undefined;
   readonly counters = { appended: 0, evictedSegments: 0, corruptLines: 0, repairedBytes: 0, skippedAccepted: 0 };
   readonly evictedByConsumer: Record<string, number> = {};
 
@@ -128,12 +128,17 @@ export class RecordSpool {
     }
     this.counters.appended += lines.length;
     if (eviction) this.opts.onEvict?.(eviction);
-    for (const wake of this.waiters.splice(0)) wake();
+    this.wakeReaders();
   }
 
-  /** Resolves at the next append. */
+  /** Resolves at the next append (or close); every caller shares one promise. */
   whenAppended(): Promise<void> {
-    return new Promise((resolve) => this.waiters.push(resolve));
+    if (!this.appended) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.appended = { promise, resolve };
+    }
+    return this.appended.promise;
   }
 
   /**
@@ -204,7 +209,13 @@ export class RecordSpool {
   close(): void {
     if (this.activeFd !== undefined) closeSync(this.activeFd);
     this.activeFd = undefined;
-    for (const wake of this.waiters.splice(0)) wake();
+    this.wakeReaders();
+  }
+
+  private wakeReaders(): void {
+    const a = this.appended;
+    this.appended = undefined;
+    a?.resolve();
   }
 
   private open(): void {
@@ -237,7 +248,12 @@ export class RecordSpool {
       if (!seg || cursor.position.offset > seg.size) {
         // Its segment is gone (evicted, or removed by hand): continue at the next one that exists; resending beats losing.
         const next = this.segments.find((s) => s.id > cursor.position.segment) ?? first;
-        if (saved) this.opts.log.warn('spool cursor points past the spool, resuming at the next segment', { consumer, segment: saved.position.segment, offset: saved.position.offset });
+        if (saved)
+          this.opts.log.warn('spool cursor points past the spool, resuming at the next segment', {
+            consumer,
+            segment: saved.position.segment,
+            offset: saved.position.offset,
+          });
         cursor = { position: { segment: next.id, offset: 0 }, accepted: [], uncertain: [] };
       }
       this.cursors.set(consumer, cursor);
@@ -272,7 +288,7 @@ export class RecordSpool {
     try {
       let want = Math.min(seg.size - offset, maxBytes);
       for (;;) {
-        const buf = Buffer.alloc(want);
+        const buf = Buffer.allocUnsafe(want);
         const n = readSync(fd, buf, 0, want, offset);
         const lines: string[] = [];
         let start = 0;
@@ -318,7 +334,9 @@ export class RecordSpool {
     for (const consumer of this.opts.consumers) {
       const cursor = this.cursor(consumer);
       if (cursor.position.segment > seg.id) continue;
-      const lost = this.countLines(seg, cursor.position.segment === seg.id ? cursor.position.offset : 0) - (cursor.position.segment === seg.id ? cursor.accepted.length : 0);
+      const lost =
+        this.countLines(seg, cursor.position.segment === seg.id ? cursor.position.offset : 0) -
+        (cursor.position.segment === seg.id ? cursor.accepted.length : 0);
       eviction.lostByConsumer[consumer] = (eviction.lostByConsumer[consumer] ?? 0) + lost;
       this.evictedByConsumer[consumer] = (this.evictedByConsumer[consumer] ?? 0) + lost;
       this.cursors.set(consumer, { position: { segment: next.id, offset: 0 }, accepted: [], uncertain: [] });
@@ -337,7 +355,7 @@ export class RecordSpool {
     const fd = openSync(this.segmentPath(seg.id), 'r');
     try {
       const buf = Buffer.alloc(1024 * 1024);
-      for (let off = from; off < seg.size; ) {
+      for (let off = from; off < seg.size;) {
         const n = readSync(fd, buf, 0, Math.min(buf.length, seg.size - off), off);
         if (n <= 0) break;
         for (let i = buf.indexOf(NEWLINE); i >= 0 && i < n; i = buf.indexOf(NEWLINE, i + 1)) count++;
@@ -381,7 +399,7 @@ export class RecordSpool {
   }
 
   private writeAll(buf: Buffer): void {
-    for (let off = 0; off < buf.length; ) off += writeSync(this.activeFd!, buf, off);
+    for (let off = 0; off < buf.length;) off += writeSync(this.activeFd!, buf, off);
   }
 
   private cursor(consumer: string): SpoolCursor {
@@ -392,10 +410,5 @@ export class RecordSpool {
 
   private segmentPath(id: number): string {
     return path.join(this.opts.dir, `${String(id).padStart(20, '0')}.seg`);
-  }
-
-  /** For tests and diagnostics: where a consumer's cursor file lives. */
-  cursorPath(consumer: string): string {
-    return cursorFile(this.opts.dir, consumer);
   }
 }

@@ -1,7 +1,12 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { parseConfig, type Config } from '../../agent/config/load.js';
+import { silentLogger, type Logger } from '../../agent/log.js';
+import { Agent } from '../../agent/main.js';
+import { deepMerge, MemorySink } from './test-agent.js';
 
 /** One envelope as it arrived at POST /v2.1/track (JSON-decoded). */
 export interface ReceivedEnvelope {
@@ -10,7 +15,10 @@ export interface ReceivedEnvelope {
   time: string;
   iKey: string;
   tags: Record<string, string>;
-  data: { baseType: string; baseData: { name?: string; properties?: Record<string, string>; metrics?: { name: string; value: number }[]; [k: string]: unknown } };
+  data: {
+    baseType: string;
+    baseData: { name?: string; properties?: Record<string, string>; metrics?: { name: string; value: number }[]; [k: string]: unknown };
+  };
 }
 
 /** How the receiver answers. `partial` decides per envelope: a status for a failed item, undefined to accept it. */
@@ -50,7 +58,10 @@ export class IngestionReceiver {
   private readonly sockets = new Set<net.Socket>();
   private readonly hung = new Set<http.ServerResponse>();
 
-  private constructor(readonly port: number, server: http.Server) {
+  private constructor(
+    readonly port: number,
+    server: http.Server,
+  ) {
     this.server = server;
   }
 
@@ -122,7 +133,8 @@ export class IngestionReceiver {
     if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
     const url = req.url ?? '';
     if (req.method === 'POST' && url.endsWith('/track')) return this.track(JSON.parse(body.toString('utf8')) as ReceivedEnvelope[], res);
-    if (req.method === 'POST' && (url === '/v1/logs' || url === '/v1/metrics')) return this.otlp(url, JSON.parse(body.toString('utf8')) as Record<string, unknown>, res);
+    if (req.method === 'POST' && (url === '/v1/logs' || url === '/v1/metrics'))
+      return this.otlp(url, JSON.parse(body.toString('utf8')) as Record<string, unknown>, res);
     res.writeHead(404).end();
   }
 
@@ -136,7 +148,9 @@ export class IngestionReceiver {
     switch (mode.kind) {
       case 'accept':
         this.requests.push({ envelopes, status: 200, accepted: accept(all) });
-        return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ itemsReceived: envelopes.length, itemsAccepted: envelopes.length, errors: [] }));
+        return void res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ itemsReceived: envelopes.length, itemsAccepted: envelopes.length, errors: [] }));
       case 'status': {
         this.requests.push({ envelopes, status: mode.status, accepted: [] });
         const errors = all.map((index) => ({ index, statusCode: mode.status, message: 'unavailable' }));
@@ -152,7 +166,9 @@ export class IngestionReceiver {
         const failed = new Set(errors.map((e) => e.index));
         const status = errors.length === 0 ? 200 : errors.length === envelopes.length ? errors[0].statusCode : 206;
         this.requests.push({ envelopes, status, accepted: accept(all.filter((i) => !failed.has(i))) });
-        return void res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ itemsReceived: envelopes.length, itemsAccepted: envelopes.length - errors.length, errors }));
+        return void res
+          .writeHead(status, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ itemsReceived: envelopes.length, itemsAccepted: envelopes.length - errors.length, errors }));
       }
       case 'hang':
         this.requests.push({ envelopes, status: 'hung', accepted: accept(all) });
@@ -163,17 +179,26 @@ export class IngestionReceiver {
 
   private otlp(url: string, body: Record<string, unknown>, res: http.ServerResponse): void {
     if (this.mode.kind === 'status') return void res.writeHead(this.mode.status, { 'content-type': 'application/json' }).end('{}');
-    if (this.mode.kind === 'hang') return void this.hung.add(res);
     (url === '/v1/logs' ? this.otlpLogs : this.otlpMetrics).push(body);
+    if (this.mode.kind === 'hang') return void this.hung.add(res);
     res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
   }
 }
 
 /** Log records of all accepted OTLP log requests, with attributes decoded to plain values. */
-export function otlpLogRecords(receiver: IngestionReceiver): { body?: string; eventName?: string; severityText?: string; attributes: Record<string, unknown> }[] {
+export function otlpLogRecords(
+  receiver: IngestionReceiver,
+): { body?: string; eventName?: string; severityText?: string; attributes: Record<string, unknown> }[] {
   const out: { body?: string; eventName?: string; severityText?: string; attributes: Record<string, unknown> }[] = [];
-  for (const req of receiver.otlpLogs as { resourceLogs: { scopeLogs: { logRecords: { body?: { stringValue?: string }; eventName?: string; severityText?: string; attributes?: OtlpAttribute[] }[] }[] }[] }[]) {
-    for (const rl of req.resourceLogs) for (const sl of rl.scopeLogs) for (const lr of sl.logRecords) out.push({ body: lr.body?.stringValue, eventName: lr.eventName, severityText: lr.severityText, attributes: decodeAttributes(lr.attributes ?? []) });
+  for (const req of receiver.otlpLogs as {
+    resourceLogs: {
+      scopeLogs: { logRecords: { body?: { stringValue?: string }; eventName?: string; severityText?: string; attributes?: OtlpAttribute[] }[] }[];
+    }[];
+  }[]) {
+    for (const rl of req.resourceLogs)
+      for (const sl of rl.scopeLogs)
+        for (const lr of sl.logRecords)
+          out.push({ body: lr.body?.stringValue, eventName: lr.eventName, severityText: lr.severityText, attributes: decodeAttributes(lr.attributes ?? []) });
   }
   return out;
 }
@@ -193,7 +218,8 @@ export function otlpMetricPoints(receiver: IngestionReceiver): { name: string; a
     for (const rm of req.resourceMetrics)
       for (const sm of rm.scopeMetrics)
         for (const m of sm.metrics)
-          for (const p of (m.gauge ?? m.sum)?.dataPoints ?? []) out.push({ name: m.name, attributes: decodeAttributes(p.attributes ?? []), value: p.asDouble ?? Number(p.asInt ?? NaN) });
+          for (const p of (m.gauge ?? m.sum)?.dataPoints ?? [])
+            out.push({ name: m.name, attributes: decodeAttributes(p.attributes ?? []), value: p.asDouble ?? Number(p.asInt ?? NaN) });
   }
   return out;
 }
@@ -241,6 +267,64 @@ export function installLoopbackGuard(): LoopbackGuard {
     violations,
     restore: () => {
       if (net.Socket.prototype.connect === (patched as typeof original)) net.Socket.prototype.connect = original;
+    },
+  };
+}
+
+export interface ExportAgent {
+  agent: Agent;
+  config: Config;
+  /** Every record the pipeline produced (the set the endpoint must end up with). */
+  memory: MemorySink;
+  /** The OpenTelemetry sink's figures from the agent's health report. */
+  otelStats(): Record<string, number | string | boolean>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The real agent (Docker sensor on, other sensors off) exporting to `receiver`, with its state (and spool) in
+ * `stateDir`, which the caller owns: starting another one over the same directory is an agent restart.
+ */
+export async function startExportAgent(opts: {
+  stateDir: string;
+  receiver: IngestionReceiver;
+  otlp?: boolean;
+  overrides?: Record<string, unknown>;
+  log?: Logger;
+}): Promise<ExportAgent> {
+  const { stateDir, receiver } = opts;
+  const base = {
+    stateDir,
+    host: 'export-test',
+    outputs: {
+      stdout: { enabled: false },
+      jsonl: { path: '' },
+      azureMonitor: { connectionString: receiver.connectionString(), allowHttpLoopback: true },
+      otlp: { endpoint: opts.otlp ? receiver.url : '' },
+      spool: { retryInitialMs: 50, retryMaxMs: 400, requestTimeoutMs: 1500 },
+    },
+    pipeline: { groupWindowSeconds: 0 },
+    rules: { watch: false },
+    sensors: { process: { enabled: false }, file: { enabled: false }, network: { enabled: false } },
+    metrics: { enabled: false },
+  };
+  const config = parseConfig(JSON.stringify(deepMerge(base, opts.overrides ?? {})), path.join(stateDir, 'config.yaml'));
+  const memory = new MemorySink();
+  const agent = new Agent({ config, log: opts.log ?? silentLogger, extraSinks: [memory] });
+  await agent.start();
+  let stopped = false;
+  return {
+    agent,
+    config,
+    memory,
+    otelStats: () => {
+      const sinks = (agent.health().pipeline as { sinks: ({ name: string } & Record<string, number | string | boolean>)[] }).sinks;
+      return sinks.find((s) => s.name.startsWith('otel:')) ?? {};
+    },
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      await agent.stop();
     },
   };
 }

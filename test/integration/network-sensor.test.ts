@@ -35,7 +35,12 @@ async function startNetAgent(): Promise<NetAgent> {
   return {
     ...t,
     sockets,
-    waitForSocket: (pred, what) => waitFor(() => sockets.find(pred), 20_000, () => `${what}; got ${sockets.map((s) => `${s.direction} ${s.local}>${s.remote ?? ''}`).join(', ') || 'none'}`),
+    waitForSocket: (pred, what) =>
+      waitFor(
+        () => sockets.find(pred),
+        20_000,
+        () => `${what}; got ${sockets.map((s) => `${s.direction} ${s.local}>${s.remote ?? ''}`).join(', ') || 'none'}`,
+      ),
     health: () => (t.agent.health().sensors as Record<string, SensorHealth>).network,
   };
 }
@@ -48,15 +53,31 @@ describe('network sensor (real containers, loopback only)', () => {
     const t = await startNetAgent();
     const id = await runContainer({ cmd: ['sh', '-c', 'sleep 300 | nc -l -p 8080 & exec sleep 300'] });
     const allowed = await t.waitForSocket((e) => e.containerId === id && e.direction === 'listen' && portOf(e.local) === 8080, 'the 8080 listener');
-    expect(allowed).toMatchObject({ protocol: 'tcp6', local: '[::]:8080', state: 'LISTEN', process: { exe: '/bin/busybox', args: ['nc', '-l', '-p', '8080'] } });
+    expect(allowed).toMatchObject({
+      protocol: 'tcp6',
+      local: '[::]:8080',
+      state: 'LISTEN',
+      process: { exe: '/bin/busybox', args: ['nc', '-l', '-p', '8080'] },
+    });
 
     await dockerExec(id, ['nc', '-l', '-p', '4444'], ['-d']);
     const ev = await t.waitForSocket((e) => e.containerId === id && e.direction === 'listen' && portOf(e.local) === 4444, 'the 4444 listener');
-    expect(ev).toMatchObject({ kind: 'net_socket', protocol: 'tcp6', local: '[::]:4444', state: 'LISTEN', process: { exe: '/bin/busybox', args: ['nc', '-l', '-p', '4444'] } });
+    expect(ev).toMatchObject({
+      kind: 'net_socket',
+      protocol: 'tcp6',
+      local: '[::]:4444',
+      state: 'LISTEN',
+      process: { exe: '/bin/busybox', args: ['nc', '-l', '-p', '4444'] },
+    });
     expect(ev.process?.pid).toBeGreaterThan(1);
 
     const rec = await t.waitForRecord((r) => r.rule === 'network.listen_not_allowed' && r.container?.id === id);
-    expect(rec).toMatchObject({ kind: 'alert', profile: 'busybox-net-test', network: { protocol: 'tcp6', direction: 'listen', local: '[::]:4444' }, process: { pid: ev.process?.pid, exe: '/bin/busybox', args: ['nc', '-l', '-p', '4444'] } });
+    expect(rec).toMatchObject({
+      kind: 'alert',
+      profile: 'busybox-net-test',
+      network: { protocol: 'tcp6', direction: 'listen', local: '[::]:4444' },
+      process: { pid: ev.process?.pid, exe: '/bin/busybox', args: ['nc', '-l', '-p', '4444'] },
+    });
     // The 8080 event was decided before the 4444 one (one queue, in order): it gave no alert.
     expect(netRecords(t, id, 'network.listen_not_allowed').map((r) => r.network?.local)).toEqual(['[::]:4444']);
   });
@@ -74,8 +95,15 @@ describe('network sensor (real containers, loopback only)', () => {
     expect(ev.local).toMatch(/^127\.0\.0\.1:\d+$/);
 
     const rec = await t.waitForRecord((r) => r.rule === 'network.connect_not_allowed' && r.container?.id === id);
-    expect(rec).toMatchObject({ network: { direction: 'connect', remote: '127.0.0.1:5555', local: ev.local }, process: { args: ['nc', '127.0.0.1', '5555'] }, allowHint: expect.stringContaining('tcp:127.0.0.1:5555') });
-    const toAllowed = await t.waitForSocket((e) => e.containerId === id && e.direction === 'connect' && e.remote === '127.0.0.1:8080', 'the connection to 8080');
+    expect(rec).toMatchObject({
+      network: { direction: 'connect', remote: '127.0.0.1:5555', local: ev.local },
+      process: { args: ['nc', '127.0.0.1', '5555'] },
+      allowHint: expect.stringContaining('tcp:127.0.0.1:5555'),
+    });
+    const toAllowed = await t.waitForSocket(
+      (e) => e.containerId === id && e.direction === 'connect' && e.remote === '127.0.0.1:8080',
+      'the connection to 8080',
+    );
     expect(toAllowed.process?.args).toEqual(['nc', '127.0.0.1', '8080']);
     // Both accepted sides (local 5555 and 8080) are inbound; only the allowed-or-not client sides are connections.
     const connects = t.sockets.filter((e) => e.containerId === id && e.direction === 'connect');
@@ -101,10 +129,18 @@ describe('network sensor (real containers, loopback only)', () => {
     const port = 20_000 + (process.pid % 10_000);
     const id = await runContainer({ flags: ['--network', 'host'], cmd: ['httpd', '-f', '-p', `127.0.0.1:${port}`] });
     const ev = await t.waitForSocket((e) => e.containerId === id && e.direction === 'listen', 'the host-network listener');
-    expect(ev).toMatchObject({ protocol: 'tcp', local: `127.0.0.1:${port}`, process: { exe: '/bin/busybox', args: ['httpd', '-f', '-p', `127.0.0.1:${port}`] } });
+    expect(ev).toMatchObject({
+      protocol: 'tcp',
+      local: `127.0.0.1:${port}`,
+      process: { exe: '/bin/busybox', args: ['httpd', '-f', '-p', `127.0.0.1:${port}`] },
+    });
     // Another poll or two: still nothing else of the host's sockets is put on this container.
     const cycles = Number(t.health().details?.cycles);
-    await waitFor(() => Number(t.health().details?.cycles) >= cycles + 2, 10_000, () => 'two more polls');
+    await waitFor(
+      () => Number(t.health().details?.cycles) >= cycles + 2,
+      10_000,
+      () => 'two more polls',
+    );
     expect(t.sockets.filter((e) => e.containerId === id).map((e) => e.local)).toEqual([`127.0.0.1:${port}`]);
     expect(Number(t.health().details?.hostSocketsSkipped)).toBeGreaterThan(0);
   });
@@ -113,13 +149,21 @@ describe('network sensor (real containers, loopback only)', () => {
     const t = await startNetAgent();
     const doomed = await Promise.all([0, 1, 2, 3].map(() => runContainer({ cmd: ['sh', '-c', 'sleep 300 | nc -l -p 7000 & exec sleep 300'] })));
     const survivor = await runContainer({ cmd: ['sleep', '300'] });
-    await waitFor(() => doomed.every((id) => t.sockets.some((e) => e.containerId === id && portOf(e.local) === 7000)), 20_000, () => 'the listeners of the containers to stop');
+    await waitFor(
+      () => doomed.every((id) => t.sockets.some((e) => e.containerId === id && portOf(e.local) === 7000)),
+      20_000,
+      () => 'the listeners of the containers to stop',
+    );
     await docker(['kill', ...doomed]);
     await dockerExec(survivor, ['nc', '-l', '-p', '7001'], ['-d']);
     const ev = await t.waitForSocket((e) => e.containerId === survivor && portOf(e.local) === 7001, 'the survivor listener after the others stopped');
     expect(ev.process?.args).toEqual(['nc', '-l', '-p', '7001']);
     const cycles = Number(t.health().details?.cycles);
-    await waitFor(() => Number(t.health().details?.cycles) >= cycles + 2, 10_000, () => 'two more polls');
+    await waitFor(
+      () => Number(t.health().details?.cycles) >= cycles + 2,
+      10_000,
+      () => 'two more polls',
+    );
     expect(t.health()).toMatchObject({ state: 'running', details: { errors: 0 } });
   });
 });

@@ -25,10 +25,11 @@ function samplesOf(t: TestAgent, id: string): ResourceSampleEvent[] {
   return t.sink.samples.filter((s) => s.scope === 'container' && s.containerId === id);
 }
 
+/** Generous: other engineers' runs share these 2 cores, and a burner needs one interval with half a core to itself. */
 function waitForSample(t: TestAgent, id: string, pred: (s: ResourceSampleEvent) => boolean, what: string): Promise<ResourceSampleEvent> {
   return waitFor(
     () => samplesOf(t, id).find(pred),
-    30_000,
+    60_000,
     () => `${what}; got ${JSON.stringify(samplesOf(t, id).slice(-3))}`,
   );
 }
@@ -56,7 +57,10 @@ describe('resource sensor (real Docker, cgroup v1)', () => {
     const pids = await runContainer({ cmd: ['sh', '-c', 'ping -c 3 -i 0.2 127.0.0.1 >/dev/null; sleep 300 & sleep 300 & wait'] });
     const t = await startTestAgent({ metrics: { enabled: true, intervalSeconds: 1 } });
 
-    const burn = await waitForSample(t, burner, (s) => (s.cpuCores ?? 0) > 0.5, 'the burner using more than half a core');
+    // Absolute figures depend on what else shares the 2 cores; the bracketed test below checks them exactly.
+    const burn = await waitForSample(t, burner, (s) => (s.cpuCores ?? 0) > 0.05 && samplesOf(t, pids).some((i) => i.ts === s.ts && i.cpuCores !== undefined), 'the burner busy, and the idle container in the same cycle');
+    const idle = samplesOf(t, pids).find((i) => i.ts === burn.ts)!;
+    expect(idle.cpuCores).toBeLessThan(burn.cpuCores! / 20);
     expect(burn.cpuPercent).toBeCloseTo((burn.cpuCores! / 1.5) * 100, 1);
     expect(burn.container?.id).toBe(burner);
     expect(burn.memoryLimitBytes).toBeUndefined();
@@ -77,8 +81,7 @@ describe('resource sensor (real Docker, cgroup v1)', () => {
     expect(host.memoryBytes).toBeGreaterThan(0);
     expect(host.diskTotalBytes).toBeGreaterThan(host.diskUsedBytes!);
     expect(host.load1).toBeGreaterThanOrEqual(0);
-    // The burner alone keeps at least half a core busy on the host.
-    expect(host.cpuCores).toBeGreaterThan(0.5);
+    expect(host.cpuCores).toBeGreaterThan(0.05);
 
     const health = resourcesHealth(t);
     expect(health.details).toMatchObject({ source: 'auto', cgroupVersion: 'v1', readByDockerApi: 0 });
@@ -97,7 +100,7 @@ describe('resource sensor (real Docker, cgroup v1)', () => {
   it('reads through the Docker stats API with metrics.source: docker-api', async () => {
     const burner = await runContainer({ cmd: BURN });
     const t = await startTestAgent({ metrics: { enabled: true, intervalSeconds: 2, source: 'docker-api' } });
-    const s = await waitForSample(t, burner, (x) => (x.cpuCores ?? 0) > 0.5, 'the burner through the stats API');
+    const s = await waitForSample(t, burner, (x) => (x.cpuCores ?? 0) > 0.05, 'the burner through the stats API');
     expect(s.pids).toBe(1); // the one sh running the loop
     expect(s).toMatchObject({ networkRxBytes: 0, networkTxBytes: 0 });
     expect(resourcesHealth(t).details).toMatchObject({ source: 'docker-api', readByCgroup: 0 });
@@ -115,6 +118,37 @@ describe('resource sensor (real Docker, cgroup v1)', () => {
     await waitForSample(t, stays, (s) => s.ts >= later, 'the remaining container still sampled');
     expect(resourcesHealth(t).state).toBe('running');
   });
+});
+
+/** Run time of a task in ns as the scheduler accounts it: independent of the cgroup files and the stats API. */
+function taskRunNs(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/schedstat`, 'latin1').split(' ')[0]);
+}
+
+describe('CPU figures against the kernel scheduler (real burner, real cgroups and daemon)', () => {
+  for (const source of ['cgroup', 'docker-api'] as const) {
+    it(`${source}: cores lie within the bounds the burner's own run time allows`, async () => {
+      const info = await inspectInfo(await runContainer({ cmd: BURN }));
+      const inventory = new ContainerInventory();
+      inventory.upsert(info);
+      const collector = new ResourceCollector(source === 'cgroup' ? { inventory, cgroup: new CgroupStatsReader() } : { inventory, dockerApi: new DockerStatsReader({ docker: api }) });
+      // The burner's cgroup holds exactly one task, so its CPU time is that task's run time.
+      const bracket = async () => {
+        const before = { ns: taskRunNs(info.pid), ms: performance.now() };
+        const samples = await collector.collect();
+        return { before, after: { ns: taskRunNs(info.pid), ms: performance.now() }, sample: samples.find((x) => x.containerId === info.id) };
+      };
+      const first = await bracket();
+      await new Promise((r) => setTimeout(r, 2000));
+      const second = await bracket();
+      const lowest = (second.before.ns - first.after.ns) / ((second.after.ms - first.before.ms) * 1e6);
+      const highest = (second.after.ns - first.before.ns) / ((second.before.ms - first.after.ms) * 1e6);
+      // 2 %: a running task's counters lag by up to one scheduler tick, in both sources.
+      expect(second.sample?.cpuCores).toBeGreaterThanOrEqual(lowest * 0.98);
+      expect(second.sample?.cpuCores).toBeLessThanOrEqual(highest * 1.02);
+      expect(second.sample?.cpuCores).toBeGreaterThan(0);
+    });
+  }
 });
 
 describe('a container that stops mid-cycle (real cgroups and daemon)', () => {

@@ -1,7 +1,7 @@
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import type { NetProtocol } from '../../events/types.js';
-import { parseNetCounters, parsePortRange, parseSocketTable, type NetCounters, type RawSocket } from './proc-net-table.js';
+import { parseNetCounters, parseSocketTable, type NetCounters, type RawSocket } from './proc-net-table.js';
 
 const TABLES = { tcp: ['tcp', 'tcp6'], udp: ['udp', 'udp6'] } as const satisfies Record<string, readonly NetProtocol[]>;
 export type TableKind = keyof typeof TABLES;
@@ -22,11 +22,13 @@ const SHORT_CHUNK = 4096 - 512;
 export class NetnsReader {
   private readonly fds = new Map<string, number>();
   private buf: Buffer;
-  /** ip_local_port_range of the namespace. */
-  readonly ephemeralRange: [number, number];
 
   /** Opens /proc/<pid>/net/*; throws when the process is gone. Files the kernel lacks (IPv6 off) read as empty. */
-  constructor(readonly procRoot: string, readonly pid: number, sharedBuffer?: Buffer) {
+  constructor(
+    readonly procRoot: string,
+    readonly pid: number,
+    sharedBuffer?: Buffer,
+  ) {
     this.buf = sharedBuffer ?? Buffer.allocUnsafe(1 << 16);
     const net = path.join(procRoot, String(pid), 'net');
     try {
@@ -41,7 +43,6 @@ export class NetnsReader {
       this.close();
       throw err;
     }
-    this.ephemeralRange = parsePortRange(readOptional(path.join(procRoot, String(pid), 'sys/net/ipv4/ip_local_port_range')));
   }
 
   readCounters(): NetCounters {
@@ -84,13 +85,5 @@ export class NetnsReader {
       if (n < SHORT_CHUNK) break;
     }
     return this.buf.toString('latin1', 0, len);
-  }
-}
-
-function readOptional(file: string): string | undefined {
-  try {
-    return readFileSync(file, 'latin1');
-  } catch {
-    return undefined;
   }
 }

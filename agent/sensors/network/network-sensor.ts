@@ -1,11 +1,11 @@
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
-import type { ContainerInfo, NetSocketEvent } from '../../events/types.js';
+import type { ContainerInfo, NetSocketEvent, ProcessSummary } from '../../events/types.js';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Sensor, SensorContext, SensorHealth } from '../sensor.js';
 import { NetnsReader, type TableKind } from './netns-reader.js';
-import { decodeEndpoint, socketKey, stateName, tcpFingerprint, udpFingerprint, type NetCounters } from './proc-net-table.js';
+import { decodeEndpoint, parsePortRange, socketKey, stateName, tcpFingerprint, udpFingerprint, type NetCounters } from './proc-net-table.js';
 import { classifyTable, newTableMemory, type SocketCandidate, type TableMemory } from './socket-classifier.js';
 import { SocketOwnerFinder } from './socket-owners.js';
 
@@ -19,6 +19,8 @@ export interface NetworkSensorOptions {
   cgroupRoot?: string;
   /** Bound on /proc/<pid>/fd links read per namespace per cycle to find socket owners. */
   maxFdReadsPerCycle?: number;
+  /** How long a socket whose holder is not found yet waits for it (a container joining the namespace may not be in the inventory yet). */
+  ownerWaitSeconds?: number;
 }
 
 /** The containers of one network namespace and what the sensor remembers about its tables. */
@@ -32,9 +34,23 @@ interface NetnsGroup {
   fingerprints: Partial<Record<TableKind, string>>;
   activeOpens?: number;
   nextFullScanAt: number;
+  /** New sockets (by inode) whose holder was not found yet, and since when. */
+  pending: Map<number, { candidate: SocketCandidate; since: number }>;
 }
 
-const DEFAULT_FULL_SCAN_SECONDS = 300;
+/** A container joining the host's namespace: the sockets to look at again, and which were known before. */
+interface Rescan {
+  joined: Set<string>;
+  previousKeys: Set<string>;
+}
+
+/** How often each namespace's tables are read even when its counters did not move (see docs/sensors-network.md). */
+export const DEFAULT_FULL_SCAN_SECONDS = 600;
+const GOLDEN_RATIO = 0.6180339887;
+const DEFAULT_OWNER_WAIT_SECONDS = 2;
+const MAX_PENDING = 10_000;
+/** Every new network namespace starts with ip_local_port_range 32768-60999. */
+const KERNEL_EPHEMERAL_LOW = 32768;
 
 /**
  * Polls the socket tables of every container's network namespace and reports new listening sockets and
@@ -53,6 +69,13 @@ export class NetworkSensor implements Sensor {
   private netnsCache = new Map<string, string>();
   private readonly buffer = Buffer.allocUnsafe(1 << 16);
   private selfNetns = '';
+  /**
+   * Lower end of ip_local_port_range. /proc/sys shows the reader's own namespace, so only the host's value
+   * can be read; every other namespace starts with the kernel default (a --sysctl override is not seen).
+   */
+  private hostEphemeralLow = KERNEL_EPHEMERAL_LOW;
+  /** Namespaces opened so far (spreads their full scans). */
+  private opened = 0;
   private timer: NodeJS.Timeout | undefined;
   private cycle: Promise<void> | undefined;
   private unsubscribe: (() => void) | undefined;
@@ -73,12 +96,16 @@ export class NetworkSensor implements Sensor {
     ownerNotFound: 0,
     hostSocketsSkipped: 0,
     connectAttemptsUnseen: 0,
-    lastCycleCpuMs: 0,
+    lastCycleMs: 0,
   };
 
   constructor(private readonly opts: NetworkSensorOptions) {
     this.procRoot = opts.procRoot ?? '/proc';
-    this.owners = new SocketOwnerFinder({ procRoot: this.procRoot, cgroupRoot: opts.cgroupRoot ?? '/sys/fs/cgroup', maxFdReads: opts.maxFdReadsPerCycle ?? 20_000 });
+    this.owners = new SocketOwnerFinder({
+      procRoot: this.procRoot,
+      cgroupRoot: opts.cgroupRoot ?? '/sys/fs/cgroup',
+      maxFdReads: opts.maxFdReadsPerCycle ?? 20_000,
+    });
   }
 
   async start(ctx: SensorContext): Promise<void> {
@@ -87,12 +114,16 @@ export class NetworkSensor implements Sensor {
     this.stopped = false;
     this.state = 'starting';
     this.selfNetns = readNetns(this.procRoot, 'self') ?? '';
+    try {
+      this.hostEphemeralLow = parsePortRange(readFileSync(path.join(this.procRoot, 'sys/net/ipv4/ip_local_port_range'), 'latin1'))[0];
+    } catch {
+      // No /proc/sys (unusual container setups): the kernel default holds.
+    }
     this.unsubscribe = ctx.inventory.subscribe((change) => {
       if (change.type !== 'added') this.owners.forget(change.info.id);
     });
     ctx.signal.addEventListener('abort', () => void this.stop(), { once: true });
-    this.cycle = this.poll();
-    await this.cycle;
+    await this.poll();
     this.state = 'running';
     this.schedule();
   }
@@ -102,8 +133,11 @@ export class NetworkSensor implements Sensor {
     this.stopped = true;
     clearTimeout(this.timer);
     this.unsubscribe?.();
-    await this.cycle;
-    for (const g of this.groups.values()) g.reader.close();
+    await this.cycle?.catch(() => undefined);
+    for (const g of this.groups.values()) {
+      this.flushPending(g);
+      g.reader.close();
+    }
     this.groups.clear();
     this.state = 'stopped';
   }
@@ -116,13 +150,28 @@ export class NetworkSensor implements Sensor {
       lastError: this.lastError,
       emitted,
       dropped,
-      details: { source: 'procfs', namespaces: this.groups.size, ...details, fdReads, fdScanTruncated: truncated, cgroupMissing, ownerProcessGone: processGone },
+      details: {
+        source: 'procfs',
+        namespaces: this.groups.size,
+        ...details,
+        fdReads,
+        fdScanTruncated: truncated,
+        cgroupMissing,
+        ownerProcessGone: processGone,
+      },
     };
   }
 
-  /** One poll of every namespace now (the timer's work; benchmarks call it directly). */
-  async poll(): Promise<void> {
-    const cpu0 = process.cpuUsage();
+  /** One poll of every namespace now (the timer's work; benchmarks call it directly). Joins a poll already running. */
+  poll(): Promise<void> {
+    this.cycle ??= this.pollAll().finally(() => {
+      this.cycle = undefined;
+    });
+    return this.cycle;
+  }
+
+  private async pollAll(): Promise<void> {
+    const started = performance.now();
     const now = Date.now();
     const errorsBefore = this.stats.errors;
     this.stats.cycles++;
@@ -144,6 +193,7 @@ export class NetworkSensor implements Sensor {
     this.netnsCache = cache;
     for (const [inode, g] of this.groups) {
       if (byNetns.has(inode)) continue;
+      this.flushPending(g);
       g.reader.close();
       this.groups.delete(inode);
     }
@@ -157,15 +207,14 @@ export class NetworkSensor implements Sensor {
         this.countError(err, inode);
       }
     }
-    const cpu = process.cpuUsage(cpu0);
-    this.stats.lastCycleCpuMs = (cpu.user + cpu.system) / 1000;
+    this.stats.lastCycleMs = Math.round((performance.now() - started) * 1000) / 1000;
     if (this.state !== 'starting' && !this.stopped) this.state = this.stats.errors > errorsBefore ? 'degraded' : 'running';
   }
 
   private schedule(): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      this.cycle = this.poll()
+      this.poll()
         .catch((err) => this.countError(err, 'cycle'))
         .finally(() => this.schedule());
     }, this.opts.intervalSeconds * 1000);
@@ -190,19 +239,21 @@ export class NetworkSensor implements Sensor {
       this.stats.fullScans++;
     }
     // A container joining the host's namespace may hold sockets the table already had: look at them all again.
-    const rescanFor = group.shared && joined.length ? new Set(joined.map((j) => j.id)) : undefined;
+    const rescan: Rescan | undefined = group.shared && joined.length ? { joined: new Set(joined.map((j) => j.id)), previousKeys: new Set() } : undefined;
+    const fresh: SocketCandidate[] = [];
     let read = false;
     for (const kind of ['tcp', 'udp'] as const) {
       const fingerprint = kind === 'tcp' ? tcpFingerprint(counters) : udpFingerprint(counters);
-      const due = this.opts.gateOnCounters === false || fullScan || rescanFor || group.fingerprints[kind] !== fingerprint;
+      const due = this.opts.gateOnCounters === false || fullScan || rescan || group.fingerprints[kind] !== fingerprint;
       if (!due) {
         this.stats.tableReadsSkipped++;
         continue;
       }
-      this.readTable(group, kind, counters, rescanFor, now);
+      fresh.push(...this.readTable(group, kind, counters, rescan));
       group.fingerprints[kind] = fingerprint;
       read = true;
     }
+    if (fresh.length || group.pending.size) this.attribute(group, fresh, rescan, now);
     return read;
   }
 
@@ -220,21 +271,33 @@ export class NetworkSensor implements Sensor {
         reader.close();
         continue;
       }
-      // Spread the periodic full reads of namespaces that appeared together over the whole period.
-      const spread = (Number(/\d+/.exec(inode)?.[0] ?? 0) % 997) / 997;
-      return { inode, reader, members, shared: false, memory: { tcp: newTableMemory(), udp: newTableMemory() }, fingerprints: {}, nextFullScanAt: now + this.fullScanMs() * spread };
+      // Spread the periodic full reads of namespaces that appeared together evenly over the period.
+      const spread = (++this.opened * GOLDEN_RATIO) % 1;
+      return {
+        inode,
+        reader,
+        members,
+        shared: false,
+        memory: { tcp: newTableMemory(), udp: newTableMemory() },
+        fingerprints: {},
+        nextFullScanAt: now + this.fullScanMs() * spread,
+        pending: new Map(),
+      };
     }
     this.stats.containersGone++;
     return undefined;
   }
 
-  private readTable(group: NetnsGroup, kind: TableKind, counters: NetCounters, rescanFor: Set<string> | undefined, now: number): void {
+  /** The new listeners and outbound connections of one table kind. */
+  private readTable(group: NetnsGroup, kind: TableKind, counters: NetCounters, rescan: Rescan | undefined): SocketCandidate[] {
     const memory = group.memory[kind];
-    const previousKeys = memory.keys;
-    if (rescanFor) memory.keys = new Set();
+    if (rescan) {
+      for (const k of memory.keys) rescan.previousKeys.add(k);
+      memory.keys = new Set();
+    }
     const sockets = group.reader.readTables(kind);
     this.stats.tableReads++;
-    const result = classifyTable(sockets, memory, { ephemeralLow: group.reader.ephemeralRange[0] });
+    const result = classifyTable(sockets, memory, { ephemeralLow: group.shared ? this.hostEphemeralLow : KERNEL_EPHEMERAL_LOW });
     this.stats.inbound += result.inbound;
     this.stats.udpClients += result.udpClients;
     if (kind === 'tcp' && !group.shared) {
@@ -243,36 +306,67 @@ export class NetworkSensor implements Sensor {
       if (group.activeOpens !== undefined) this.stats.connectAttemptsUnseen += Math.max(0, counters.activeOpens - group.activeOpens - seen);
       group.activeOpens = counters.activeOpens;
     }
-    if (result.candidates.length) this.emit(group, result.candidates, rescanFor ? { rescanFor, previousKeys } : undefined, now);
+    return result.candidates;
   }
 
-  private emit(group: NetnsGroup, candidates: SocketCandidate[], rescan: { rescanFor: Set<string>; previousKeys: Set<string> } | undefined, now: number): void {
-    const inodes = new Set<number>();
-    for (const c of candidates) if (c.socket.inode > 0) inodes.add(c.socket.inode);
+  /**
+   * Finds who holds each new socket and queues its event. In the host's namespace a socket no member holds
+   * is not a container's. Elsewhere a socket whose holder is not found waits up to ownerWaitSeconds (the
+   * container that joined the namespace may not be in the inventory yet), then goes to the namespace's own
+   * container without a process.
+   */
+  private attribute(group: NetnsGroup, fresh: SocketCandidate[], rescan: Rescan | undefined, now: number): void {
+    const inodes = new Set<number>(group.pending.keys());
+    for (const c of fresh) if (c.socket.inode > 0) inodes.add(c.socket.inode);
     const owners = inodes.size ? this.owners.find(inodes, group.members) : undefined;
-    const primary = group.members.find((m) => !m.networkMode.startsWith('container:')) ?? group.members[0];
-    for (const { socket, direction } of candidates) {
-      const owner = owners?.get(socket.inode);
-      if (!owner && group.shared) {
-        this.stats.hostSocketsSkipped++;
-        continue;
-      }
-      if (rescan && owner && !rescan.rescanFor.has(owner.containerId) && rescan.previousKeys.has(socketKey(socket))) continue;
-      if (!owner && socket.inode > 0) this.stats.ownerNotFound++;
-      const ev: NetSocketEvent = {
-        kind: 'net_socket',
-        ts: now,
-        containerId: owner?.containerId ?? primary.id,
-        protocol: socket.protocol,
-        direction,
-        local: decodeEndpoint(socket.localHex, socket.protocol),
-        state: stateName(socket.protocol, socket.state),
-      };
-      if (direction === 'connect') ev.remote = decodeEndpoint(socket.remoteHex, socket.protocol);
-      if (owner) ev.process = owner.process;
-      if (this.ctx.queue.push(ev)) this.stats.emitted++;
-      else this.stats.dropped++;
+    const waitMs = (this.opts.ownerWaitSeconds ?? DEFAULT_OWNER_WAIT_SECONDS) * 1000;
+    for (const [inode, p] of group.pending) {
+      const owner = owners?.get(inode);
+      if (!owner && now - p.since < waitMs) continue;
+      if (!owner) this.stats.ownerNotFound++;
+      this.push(p.candidate, owner?.containerId ?? primaryOf(group).id, owner?.process, p.since);
+      group.pending.delete(inode);
     }
+    for (const c of fresh) {
+      const owner = owners?.get(c.socket.inode);
+      if (group.shared) {
+        if (!owner) this.stats.hostSocketsSkipped++;
+        else if (!rescan || rescan.joined.has(owner.containerId) || !rescan.previousKeys.has(socketKey(c.socket)))
+          this.push(c, owner.containerId, owner.process, now);
+      } else if (owner) {
+        this.push(c, owner.containerId, owner.process, now);
+      } else if (c.socket.inode > 0 && group.pending.size < MAX_PENDING && waitMs > 0) {
+        group.pending.set(c.socket.inode, { candidate: c, since: now });
+      } else {
+        if (c.socket.inode > 0) this.stats.ownerNotFound++;
+        this.push(c, primaryOf(group).id, undefined, now);
+      }
+    }
+  }
+
+  /** The namespace goes away (or the sensor stops): sockets still waiting for a holder are reported without one. */
+  private flushPending(group: NetnsGroup): void {
+    for (const p of group.pending.values()) {
+      this.stats.ownerNotFound++;
+      this.push(p.candidate, primaryOf(group).id, undefined, p.since);
+    }
+    group.pending.clear();
+  }
+
+  private push({ socket, direction }: SocketCandidate, containerId: string, holder: ProcessSummary | undefined, ts: number): void {
+    const ev: NetSocketEvent = {
+      kind: 'net_socket',
+      ts,
+      containerId,
+      protocol: socket.protocol,
+      direction,
+      local: decodeEndpoint(socket.localHex, socket.protocol),
+      state: stateName(socket.protocol, socket.state),
+    };
+    if (direction === 'connect') ev.remote = decodeEndpoint(socket.remoteHex, socket.protocol);
+    if (holder) ev.process = holder;
+    if (this.ctx.queue.push(ev)) this.stats.emitted++;
+    else this.stats.dropped++;
   }
 
   private fullScanMs(): number {
@@ -286,8 +380,14 @@ export class NetworkSensor implements Sensor {
     }
     this.stats.errors++;
     this.lastError = errorMessage(err);
-    if (this.stats.errors <= 5 || this.stats.errors % 100 === 0) this.log.warn('network poll failed', { netns: where, error: this.lastError, errors: this.stats.errors });
+    if (this.stats.errors <= 5 || this.stats.errors % 100 === 0)
+      this.log.warn('network poll failed', { netns: where, error: this.lastError, errors: this.stats.errors });
   }
+}
+
+/** The container the namespace was made for (not one that joined it with --network container:…). */
+function primaryOf(group: NetnsGroup): ContainerInfo {
+  return group.members.find((m) => !m.networkMode.startsWith('container:')) ?? group.members[0];
 }
 
 /** "net:[4026532181]" of /proc/<pid>/ns/net, or undefined when the process is gone. */

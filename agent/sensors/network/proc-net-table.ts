@@ -23,7 +23,21 @@ export interface RawSocket {
 
 export const TCP_STATE = { ESTABLISHED: 1, SYN_SENT: 2, SYN_RECV: 3, TIME_WAIT: 6, CLOSE: 7, LISTEN: 10, NEW_SYN_RECV: 12 } as const;
 
-const TCP_STATE_NAMES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV'];
+const TCP_STATE_NAMES = [
+  '',
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+  'NEW_SYN_RECV',
+];
 
 /** The state as `ss` names it (an unconnected UDP socket is "UNCONN"). */
 export function stateName(protocol: NetProtocol, state: number): string {
@@ -54,7 +68,8 @@ export function parseSocketTable(text: string, protocol: NetProtocol, file: stri
     if (line.trim() === '') continue;
     // sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode …
     const f = line.trim().split(/\s+/);
-    const bad = (field: string) => new RunwatchError('RW_SENSOR', `malformed socket table line: ${JSON.stringify(line.slice(0, 120))}`, { file, line: lineNo, field });
+    const bad = (field: string) =>
+      new RunwatchError('RW_SENSOR', `malformed socket table line: ${JSON.stringify(line.slice(0, 120))}`, { file, line: lineNo, field });
     if (f.length < 10) throw bad('fields');
     const [localHex, remoteHex, stateHex, inodeText] = [f[1], f[2], f[3], f[9]];
     if (!isEndpointHex(localHex, addrLen)) throw bad('local_address');
@@ -108,7 +123,7 @@ export function decodeAddress(hex: string, protocol: NetProtocol): string {
   // The longest run of two or more zero groups (the first one on a tie) becomes "::".
   let bestAt = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;
@@ -151,17 +166,13 @@ export interface NetCounters {
 
 /** Parses sockstat ("TCP: inuse 3 orphan 0 tw 1 …"), sockstat6 ("TCP6: inuse 1") and snmp ("Tcp: …" header and value lines). */
 export function parseNetCounters(sockstat: string, sockstat6: string, snmp: string, file = 'net counters'): NetCounters {
-  const stat = (text: string, proto: string, key: string) => {
-    const m = new RegExp(`^${proto}:.*\\b${key} (\\d+)`, 'm').exec(text);
-    return m ? Number(m[1]) : 0;
-  };
   const tcpMib = parseSnmpSection(snmp, 'Tcp', file);
   return {
-    tcpInuse: stat(sockstat, 'TCP', 'inuse'),
-    tcpTimeWait: stat(sockstat, 'TCP', 'tw'),
-    udpInuse: stat(sockstat, 'UDP', 'inuse'),
-    tcp6Inuse: stat(sockstat6, 'TCP6', 'inuse'),
-    udp6Inuse: stat(sockstat6, 'UDP6', 'inuse'),
+    tcpInuse: statValue(sockstat, 'TCP: ', ' inuse '),
+    tcpTimeWait: statValue(sockstat, 'TCP: ', ' tw '),
+    udpInuse: statValue(sockstat, 'UDP: ', ' inuse '),
+    tcp6Inuse: statValue(sockstat6, 'TCP6: ', ' inuse '),
+    udp6Inuse: statValue(sockstat6, 'UDP6: ', ' inuse '),
     activeOpens: tcpMib.ActiveOpens ?? 0,
     passiveOpens: tcpMib.PassiveOpens ?? 0,
     attemptFails: tcpMib.AttemptFails ?? 0,
@@ -170,16 +181,53 @@ export function parseNetCounters(sockstat: string, sockstat6: string, snmp: stri
   };
 }
 
+/** The number after `key` on the line starting with `line` ("TCP: inuse 3 …"); 0 when absent. Runs every poll: no regex. */
+function statValue(text: string, line: string, key: string): number {
+  const at = lineStart(text, line);
+  if (at < 0) return 0;
+  const end = text.indexOf('\n', at);
+  const k = text.indexOf(key, at);
+  if (k < 0 || (end >= 0 && k > end)) return 0;
+  return parseInt(text.slice(k + key.length, k + key.length + 20), 10) || 0;
+}
+
+function lineStart(text: string, prefix: string): number {
+  if (text.startsWith(prefix)) return 0;
+  const i = text.indexOf(`\n${prefix}`);
+  return i < 0 ? -1 : i + 1;
+}
+
+/** Header lines of /proc/net/snmp sections never change on a running kernel: split each once. */
+const snmpKeys = new Map<string, string[]>();
+
 /** The "Name: keys…" / "Name: values…" line pair of /proc/net/snmp as a record. */
 export function parseSnmpSection(snmp: string, section: string, file: string): Record<string, number> {
   const prefix = `${section}: `;
-  const lines = snmp.split('\n');
-  const at = lines.findIndex((l) => l.startsWith(prefix));
+  const at = lineStart(snmp, prefix);
   if (at < 0) return {};
-  const keys = lines[at].slice(prefix.length).trim().split(/\s+/);
-  const values = (lines[at + 1] ?? '').startsWith(prefix) ? lines[at + 1].slice(prefix.length).trim().split(/\s+/) : [];
-  if (values.length !== keys.length) throw new RunwatchError('RW_SENSOR', `${section} counters: ${keys.length} names but ${values.length} values`, { file, line: at + 2, field: section });
-  return Object.fromEntries(keys.map((k, i) => [k, Number(values[i])]));
+  const keysEnd = snmp.indexOf('\n', at);
+  const keysLine = snmp.slice(at + prefix.length, keysEnd < 0 ? undefined : keysEnd);
+  let keys = snmpKeys.get(keysLine);
+  if (!keys) {
+    keys = keysLine.trim().split(' ');
+    if (snmpKeys.size < 16) snmpKeys.set(keysLine, keys);
+  }
+  const valuesAt = keysEnd + 1;
+  const valuesEnd = snmp.indexOf('\n', valuesAt);
+  const values =
+    keysEnd > 0 && snmp.startsWith(prefix, valuesAt)
+      ? snmp
+          .slice(valuesAt + prefix.length, valuesEnd < 0 ? undefined : valuesEnd)
+          .trim()
+          .split(' ')
+      : [];
+  if (values.length !== keys.length) {
+    const line = snmp.slice(0, valuesAt).split('\n').length;
+    throw new RunwatchError('RW_SENSOR', `${section} counters: ${keys.length} names but ${values.length} values`, { file, line, field: section });
+  }
+  const out: Record<string, number> = {};
+  for (let i = 0; i < keys.length; i++) out[keys[i]] = Number(values[i]);
+  return out;
 }
 
 /** What changed in the TCP tables (any difference means "read them"). */
@@ -191,7 +239,7 @@ export function udpFingerprint(c: NetCounters): string {
   return `${c.udpInuse} ${c.udp6Inuse}`;
 }
 
-/** "32768\t60999" → [32768, 60999]; the kernel default when unreadable. */
+/** "32768\t60999" (ip_local_port_range) → [32768, 60999]; the kernel default when unreadable. */
 export function parsePortRange(text: string | undefined): [number, number] {
   const m = /^\s*(\d+)\s+(\d+)/.exec(text ?? '');
   return m ? [Number(m[1]), Number(m[2])] : [32768, 60999];

@@ -46,6 +46,8 @@ export function cgroupProcsCandidates(procCgroup: string, cgroupRoot: string): s
 export class SocketOwnerFinder {
   /** Container id + init pid → its cgroup.procs file. */
   private readonly procsFile = new Map<string, string>();
+  /** Container id → pids that held the sockets found last time: new sockets mostly belong to them, so they are read first. */
+  private readonly recentOwners = new Map<string, number[]>();
   readonly stats = { fdReads: 0, truncated: 0, cgroupMissing: 0, processGone: 0 };
 
   constructor(private readonly opts: SocketOwnerFinderOptions) {}
@@ -53,31 +55,30 @@ export class SocketOwnerFinder {
   /** Host pids of the container's processes; [] when its cgroup is gone. */
   containerPids(info: ContainerInfo): number[] {
     const key = `${info.id}:${info.pid}`;
-    let file = this.procsFile.get(key);
-    if (!file) {
-      let cgroup: string;
-      try {
-        cgroup = readFileSync(path.join(this.opts.procRoot, String(info.pid), 'cgroup'), 'latin1');
-      } catch {
-        this.stats.cgroupMissing++;
-        return [info.pid];
-      }
-      for (const candidate of cgroupProcsCandidates(cgroup, this.opts.cgroupRoot)) {
-        const pids = readPids(candidate);
-        if (pids) {
-          this.procsFile.set(key, candidate);
-          return pids;
-        }
-      }
+    const known = this.procsFile.get(key);
+    if (known) return readPids(known) ?? [];
+    let cgroup: string;
+    try {
+      cgroup = readFileSync(path.join(this.opts.procRoot, String(info.pid), 'cgroup'), 'latin1');
+    } catch {
       this.stats.cgroupMissing++;
       return [info.pid];
     }
-    return readPids(file) ?? [];
+    for (const candidate of cgroupProcsCandidates(cgroup, this.opts.cgroupRoot)) {
+      const pids = readPids(candidate);
+      if (pids) {
+        this.procsFile.set(key, candidate);
+        return pids;
+      }
+    }
+    this.stats.cgroupMissing++;
+    return [info.pid];
   }
 
   /** Forgets what it cached about a container (it stopped or restarted). */
   forget(containerId: string): void {
     for (const key of this.procsFile.keys()) if (key.startsWith(`${containerId}:`)) this.procsFile.delete(key);
+    this.recentOwners.delete(containerId);
   }
 
   /** Owners of as many of `inodes` as the fd budget allows, searching the given containers' processes in order. */
@@ -85,8 +86,11 @@ export class SocketOwnerFinder {
     const found = new Map<number, SocketOwner>();
     let budget = this.opts.maxFdReads;
     for (const c of containers) {
-      for (const pid of this.containerPids(c)) {
-        if (found.size === inodes.size) return found;
+      const pids = this.containerPids(c);
+      const recent = (this.recentOwners.get(c.id) ?? []).filter((p) => pids.includes(p));
+      const owners = new Set<number>();
+      for (const pid of new Set([...recent, ...pids])) {
+        if (found.size === inodes.size) break;
         const fdDir = path.join(this.opts.procRoot, String(pid), 'fd');
         let fds: string[];
         try {
@@ -113,8 +117,11 @@ export class SocketOwnerFinder {
           if (!inodes.has(inode) || found.has(inode)) continue;
           summary ??= this.processSummary(pid);
           found.set(inode, { containerId: c.id, process: summary });
+          owners.add(pid);
         }
       }
+      if (owners.size) this.recentOwners.set(c.id, [...owners, ...recent.filter((p) => !owners.has(p))].slice(0, 8));
+      if (found.size === inodes.size) break;
     }
     return found;
   }

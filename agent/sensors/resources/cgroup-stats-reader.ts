@@ -1,5 +1,6 @@
 import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
+import { RunwatchError } from '../../errors.js';
 import type { ContainerInfo } from '../../events/types.js';
 import { figuresFromV1, figuresFromV2, parseNetDev, parseProcCgroup, type CgroupFigures, type ContainerReading, type FileText } from './cgroup-parsers.js';
 import { ContainerGoneError, ownsNetwork, type ContainerStatsReader } from './stats-reader.js';
@@ -60,7 +61,10 @@ export class CgroupStatsReader implements ContainerStatsReader {
 
   async read(info: ContainerInfo): Promise<ContainerReading> {
     const rel = this.locate(info);
-    if (!rel) throw new ContainerGoneError(info.id);
+    if (!rel) {
+      if (info.pid <= 0 || !existsSync(path.join(this.proc, String(info.pid)))) throw new ContainerGoneError(info.id);
+      throw new RunwatchError('RW_SENSOR', `no cgroup found for running container ${info.id.slice(0, 12)} (pid ${info.pid}) under ${this.root}`);
+    }
     try {
       const figures = this.version === 1 ? this.readV1(rel) : this.readV2(rel);
       const reading: ContainerReading = { ...figures, atMs: performance.timeOrigin + performance.now() };

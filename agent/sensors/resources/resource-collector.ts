@@ -60,6 +60,10 @@ export class ResourceCollector {
     }
   }
 
+  async primeAll(infos: readonly ContainerInfo[]): Promise<void> {
+    await mapLimit(infos, this.opts.concurrency ?? 32, (info) => this.prime(info));
+  }
+
   async collect(ts = Date.now()): Promise<ResourceSampleEvent[]> {
     const live = this.opts.inventory.list();
     const [containers, host] = await Promise.all([mapLimit(live, this.opts.concurrency ?? 32, (info) => this.sampleContainer(info, ts)), this.sampleHost(ts)]);

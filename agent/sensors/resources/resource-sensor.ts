@@ -61,7 +61,7 @@ export class ResourceSensor implements Sensor {
     void host.prime();
     this.collector = new ResourceCollector({ inventory: ctx.inventory, cgroup: this.cgroup, dockerApi: source === 'cgroup' ? undefined : new DockerStatsReader({ docker }), host });
     const collector = this.collector;
-    await Promise.all(ctx.inventory.list().map((info) => collector.prime(info)));
+    await collector.primeAll(ctx.inventory.list());
     this.unsubscribe = ctx.inventory.subscribe((change) => {
       if (change.type === 'added') void collector.prime(change.info);
     });

@@ -77,8 +77,8 @@ class TrackWireObserver implements WireOutcome {
     this.last = undefined;
   }
 
-  accepted(points: number): number {
-    if (!this.last) return points;
+  accepted(points: number): number | undefined {
+    if (!this.last) return undefined;
     const result = interpretTrackResponse(this.last.status, this.last.body, points);
     return result.kind === 'items' ? result.outcomes.filter((o) => o === 'accepted').length : 0;
   }

@@ -150,7 +150,10 @@ export function interpretTrackResponse(status: number, body: string, itemCount: 
   const parsed = parseTrackResponse(body);
   const failedIndexes = new Set(parsed?.errors.map((e) => e.index));
   const consistent =
-    parsed && parsed.itemsReceived === itemCount && parsed.itemsAccepted === itemCount - failedIndexes.size && [...failedIndexes].every((i) => i >= 0 && i < itemCount);
+    parsed &&
+    parsed.itemsReceived === itemCount &&
+    parsed.itemsAccepted === itemCount - failedIndexes.size &&
+    [...failedIndexes].every((i) => i >= 0 && i < itemCount);
   if (parsed && consistent && (status === 206 || status >= 400)) {
     const outcomes = new Array<ItemOutcome>(itemCount).fill('accepted');
     const codes = new Map<number, number>();
@@ -177,14 +180,25 @@ export function parseRetryAfter(value: string | null): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE']);
+const CONNECT_FAILURES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+]);
 
 /**
  * A request that got no HTTP answer. When it failed before any byte was sent (refused, no route, TLS), a resend
  * cannot duplicate; after that (timeout, reset) the endpoint may have taken it.
  */
 export function requestFailure(err: unknown): FailedSend {
-  const e = err as { name?: string; code?: string; cause?: { code?: string; name?: string } };
-  const code = e.cause?.code ?? e.code ?? e.cause?.name ?? e.name ?? 'error';
+  const e = err as { name?: unknown; code?: unknown; cause?: { code?: unknown; name?: unknown } };
+  // DOMException (TimeoutError, AbortError) has a numeric legacy `code`: prefer string codes, then the name.
+  const code = [e.cause?.code, e.code, e.cause?.name, e.name].find((c): c is string => typeof c === 'string' && c !== '') ?? 'error';
   return { kind: 'failed', retriable: true, ambiguous: !CONNECT_FAILURES.has(code), error: `request failed: ${code}` };
 }

@@ -5,8 +5,8 @@ import type { SpoolDestination } from '../../pipeline/spool-drainer.js';
 /** Reads the HTTP answer of the exporter's last request, where the exporter's own result cannot be trusted. */
 export interface WireOutcome {
   begin(): void;
-  /** How many of the `points` sent the endpoint accepted. */
-  accepted(points: number): number;
+  /** How many of the `points` sent the endpoint accepted; undefined when no request was seen. */
+  accepted(points: number): number | undefined;
 }
 
 /**
@@ -41,7 +41,8 @@ export class CountingMetricExporter implements PushMetricExporter {
     const points = countPoints(metrics);
     this.wire?.begin();
     this.inner.export(metrics, (result) => {
-      const accepted = result.code !== ExportResultCode.SUCCESS ? 0 : this.wire ? this.wire.accepted(points) : points;
+      // What the wire saw wins over the exporter's verdict (beta.42 says SUCCESS on a 503, FAILED on a 206 with a 400 item).
+      const accepted = this.wire?.accepted(points) ?? (result.code === ExportResultCode.SUCCESS ? points : 0);
       if (accepted < points) this.onDropped(points - accepted, result.error?.message ?? 'not accepted by the endpoint');
       resultCallback(result);
     });

@@ -6,4 +6,4 @@
  */
 process.env.APPLICATION_INSIGHTS_NO_STATSBEAT ??= '1';
 
-export const STATSBEAT_DISABLED_BY_DEFAULT = true;
+export {};

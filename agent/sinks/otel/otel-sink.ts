@@ -38,7 +38,11 @@ export function exportBackends(config: Config): ExportBackend[] {
     backends.push(azureMonitorBackend({ connection, resource, requestTimeoutMs }));
   }
   if (out.otlp.endpoint) {
-    if (!/^https?:\/\/[^/]/.test(out.otlp.endpoint)) throw new RunwatchError('RW_CONFIG_INVALID', 'the OTLP endpoint must be an http(s) URL, e.g. http://127.0.0.1:4318', { file: config.source, field: 'outputs.otlp.endpoint' });
+    if (!/^https?:\/\/[^/]/.test(out.otlp.endpoint))
+      throw new RunwatchError('RW_CONFIG_INVALID', 'the OTLP endpoint must be an http(s) URL, e.g. http://127.0.0.1:4318', {
+        file: config.source,
+        field: 'outputs.otlp.endpoint',
+      });
     backends.push(otlpBackend({ endpoint: out.otlp.endpoint, headers: out.otlp.headers, resource, requestTimeoutMs }));
   }
   return backends;
@@ -62,10 +66,22 @@ export class OtelSink implements Sink {
     if (backends.length === 0) throw new RunwatchError('RW_SINK', 'the OpenTelemetry sink needs outputs.azureMonitor or outputs.otlp');
     this.name = `otel:${backends.map((b) => b.name).join('+')}`;
     const spoolCfg = config.outputs.spool;
+    this.spool = new RecordSpool({
+      dir: path.join(config.stateDir, 'spool'),
+      maxBytes: spoolCfg.maxBytes,
+      consumers: backends.map((b) => b.name),
+      log,
+      onEvict: (e) => this.onEvict(e),
+    });
     if (config.metrics.enabled) {
-      this.metrics = new ResourceMetrics({ resource: runwatchResource(config.host), backends, intervalMs: config.metrics.intervalSeconds * 1000, exportTimeoutMs: spoolCfg.requestTimeoutMs, log });
+      this.metrics = new ResourceMetrics({
+        resource: runwatchResource(config.host),
+        backends,
+        intervalMs: config.metrics.intervalSeconds * 1000,
+        exportTimeoutMs: spoolCfg.requestTimeoutMs,
+        log,
+      });
     }
-    this.spool = new RecordSpool({ dir: path.join(config.stateDir, 'spool'), maxBytes: spoolCfg.maxBytes, consumers: backends.map((b) => b.name), log, onEvict: (e) => this.onEvict(e) });
     this.drainers = backends.map(
       (b) =>
         new SpoolDrainer({
@@ -115,7 +131,11 @@ export class OtelSink implements Sink {
   }
 
   stats(): Record<string, number | string | boolean> {
-    const out: Record<string, number | string | boolean> = { spoolBytes: this.spool.bytes, spoolSegments: this.spool.segmentCount, ...prefixed('spool', this.spool.counters) };
+    const out: Record<string, number | string | boolean> = {
+      spoolBytes: this.spool.bytes,
+      spoolSegments: this.spool.segmentCount,
+      ...prefixed('spool', this.spool.counters),
+    };
     for (const d of this.drainers) Object.assign(out, prefixed(d.name, d.health()), { [`${d.name}.evicted`]: this.spool.evictedByConsumer[d.name] ?? 0 });
     if (this.metrics) Object.assign(out, prefixed('dropped', this.metrics.dropped));
     return out;
@@ -125,12 +145,16 @@ export class OtelSink implements Sink {
     const lost = Math.max(0, ...Object.values(e.lostByConsumer));
     for (const [destination, n] of Object.entries(e.lostByConsumer)) this.metrics?.countDrop('spool_evicted', n, { destination });
     this.opts.log.warn('spool full, evicted the oldest records', { segments: e.segments, bytes: e.bytes, records: lost });
-    this.opts.notify('runwatch.spool_evicted', `export spool reached its bound of ${this.opts.config.outputs.spool.maxBytes} bytes: evicted ${lost} undelivered record(s), oldest first`, {
-      records: lost,
-      bytes: e.bytes,
-      segments: e.segments,
-      ...Object.fromEntries(Object.entries(e.lostByConsumer).map(([d, n]) => [`lost.${d}`, n])),
-    });
+    this.opts.notify(
+      'runwatch.spool_evicted',
+      `export spool reached its bound of ${this.opts.config.outputs.spool.maxBytes} bytes: evicted ${lost} undelivered record(s), oldest first`,
+      {
+        records: lost,
+        bytes: e.bytes,
+        segments: e.segments,
+        ...Object.fromEntries(Object.entries(e.lostByConsumer).map(([d, n]) => [`lost.${d}`, n])),
+      },
+    );
   }
 }
 

@@ -18,7 +18,11 @@ export class OtlpDestination implements SpoolDestination {
   private readonly exporter: OTLPLogExporter;
 
   constructor(private readonly opts: { endpoint: string; headers: Record<string, string>; resource: Resource; requestTimeoutMs: number }) {
-    this.exporter = new OTLPLogExporter({ url: `${opts.endpoint.replace(/\/+$/, '')}/v1/logs`, headers: { ...opts.headers }, timeoutMillis: opts.requestTimeoutMs });
+    this.exporter = new OTLPLogExporter({
+      url: `${opts.endpoint.replace(/\/+$/, '')}/v1/logs`,
+      headers: { ...opts.headers },
+      timeoutMillis: opts.requestTimeoutMs,
+    });
   }
 
   send(records: readonly RunwatchRecord[], signal: AbortSignal): Promise<SendResult> {
@@ -30,8 +34,17 @@ export class OtlpDestination implements SpoolDestination {
         signal.removeEventListener('abort', onAbort);
         if (result.code === ExportResultCode.SUCCESS) return resolve({ kind: 'items', outcomes: records.map(() => 'accepted') });
         const status = (result.error as { code?: unknown } | undefined)?.code;
+        // The exporter gave up on retriable HTTP answers (429/502/503/504): the server said no, nothing was taken.
+        if (result.error?.message === 'Export failed with retryable status')
+          return resolve({ kind: 'failed', retriable: true, ambiguous: false, error: 'HTTP retriable status' });
         if (typeof status === 'number') {
-          return resolve({ kind: 'failed', retriable: RETRIABLE_ITEM_STATUS.has(status) || status === 401 || status === 403, ambiguous: false, status, error: `HTTP ${status}` });
+          return resolve({
+            kind: 'failed',
+            retriable: RETRIABLE_ITEM_STATUS.has(status) || status === 401 || status === 403,
+            ambiguous: false,
+            status,
+            error: `HTTP ${status}`,
+          });
         }
         resolve(requestFailure(result.error));
       });
@@ -45,6 +58,10 @@ export class OtlpDestination implements SpoolDestination {
 
 /** OTLP/HTTP: records through the log exporter, metrics through the metric exporter (cumulative temporality). */
 export function otlpBackend(opts: { endpoint: string; headers: Record<string, string>; resource: Resource; requestTimeoutMs: number }): ExportBackend {
-  const exporter = new OTLPMetricExporter({ url: `${opts.endpoint.replace(/\/+$/, '')}/v1/metrics`, headers: { ...opts.headers }, timeoutMillis: opts.requestTimeoutMs });
+  const exporter = new OTLPMetricExporter({
+    url: `${opts.endpoint.replace(/\/+$/, '')}/v1/metrics`,
+    headers: { ...opts.headers },
+    timeoutMillis: opts.requestTimeoutMs,
+  });
   return { name: 'otlp', records: new OtlpDestination(opts), metrics: { exporter } };
 }

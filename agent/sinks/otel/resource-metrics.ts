@@ -50,7 +50,11 @@ export class ResourceMetrics {
     const readers = opts.backends.map(
       (b) =>
         new PeriodicExportingMetricReader({
-          exporter: new CountingMetricExporter(b.metrics.exporter, (points, reason) => this.countDrop('metrics_export', points, { destination: b.name }, reason), b.metrics.wire),
+          exporter: new CountingMetricExporter(
+            b.metrics.exporter,
+            (points, reason) => this.countDrop('metrics_export', points, { destination: b.name }, reason),
+            b.metrics.wire,
+          ),
           exportIntervalMillis: opts.intervalMs,
           exportTimeoutMillis: Math.min(opts.exportTimeoutMs, opts.intervalMs),
         }),
@@ -114,7 +118,8 @@ export class ResourceMetrics {
             put(h.memoryLimit, s.memoryLimitBytes, a);
             put(h.memoryUtilization, pct(s.memoryPercent), { ...a, 'system.memory.state': 'used' });
             put(h.filesystemUsage, s.diskUsedBytes, { ...a, 'system.filesystem.state': 'used' });
-            if (s.diskTotalBytes !== undefined && s.diskUsedBytes !== undefined) put(h.filesystemUsage, s.diskTotalBytes - s.diskUsedBytes, { ...a, 'system.filesystem.state': 'free' });
+            if (s.diskTotalBytes !== undefined && s.diskUsedBytes !== undefined)
+              put(h.filesystemUsage, s.diskTotalBytes - s.diskUsedBytes, { ...a, 'system.filesystem.state': 'free' });
             put(h.filesystemLimit, s.diskTotalBytes, a);
             put(h.networkIo, s.networkRxBytes, { ...a, 'network.io.direction': 'receive' });
             put(h.networkIo, s.networkTxBytes, { ...a, 'network.io.direction': 'transmit' });
@@ -149,16 +154,18 @@ export class ResourceMetrics {
     if (n <= 0) return;
     this.dropped[stage] += n;
     this.droppedCounter.add(n, { stage, ...attributes });
-    if (stage === 'metrics_export') this.opts.log.warn('metric points not accepted by the endpoint, dropped', { points: n, ...(attributes as Record<string, string>), reason });
+    if (stage === 'metrics_export')
+      this.opts.log.warn('metric points not accepted by the endpoint, dropped', { points: n, ...(attributes as Record<string, string>), reason });
   }
 
-  /** Exports what is there now (tests, shutdown). */
-  flush(): Promise<void> {
-    return this.provider.forceFlush();
+  /** Exports what is there now; gives up (counted by the readers' exporters) after `timeoutMs`. */
+  flush(timeoutMs = 5000): Promise<void> {
+    return this.provider.forceFlush({ timeoutMillis: timeoutMs });
   }
 
-  shutdown(): Promise<void> {
-    return this.provider.shutdown();
+  /** Last export, bounded: a dead endpoint must not hold up the agent's stop. */
+  shutdown(timeoutMs = 5000): Promise<void> {
+    return this.provider.shutdown({ timeoutMillis: timeoutMs });
   }
 }
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { RunwatchRecord } from '../../../agent/events/types.js';
 import { AlertGrouper } from '../../../agent/pipeline/alert-grouper.js';
-import { alertRecord, auditRecord } from '../sinks/otel/records.js';
+import { alertRecord, auditRecord } from '../../fixtures/records.js';
 
 const T0 = 1_700_000_000_000;
 const at = (ms: number, over: Partial<RunwatchRecord> = {}, i = ms) => alertRecord(i, { time: new Date(T0 + ms).toISOString(), ...over });
@@ -64,7 +64,7 @@ describe('AlertGrouper', () => {
 
   it('keeps counts exact: the counts of everything sent add up to the number of alerts, for any arrival pattern', () => {
     let seed = 42;
-    const rand = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const rand = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
     const g = new AlertGrouper(7_000);
     const sent: RunwatchRecord[] = [];
     const added = new Map<string, number>();

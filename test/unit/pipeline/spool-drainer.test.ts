@@ -7,7 +7,7 @@ import { silentLogger } from '../../../agent/log.js';
 import { RecordSpool } from '../../../agent/pipeline/spool.js';
 import { SpoolDrainer, type SendResult, type SpoolDestination } from '../../../agent/pipeline/spool-drainer.js';
 import { waitFor } from '../../helpers/test-agent.js';
-import { alertRecord } from '../sinks/otel/records.js';
+import { alertRecord } from '../../fixtures/records.js';
 
 /** A destination that answers each request by a script and remembers what it was sent. */
 class ScriptedDestination implements SpoolDestination {
@@ -40,7 +40,14 @@ function setup(answer: ConstructorParameters<typeof ScriptedDestination>[0], dir
   const spool = new RecordSpool({ dir, maxBytes: 1 << 20, consumers: ['dest'], log: silentLogger });
   const destination = new ScriptedDestination(answer);
   const notices: { rule: string; details?: Record<string, string | number | boolean> }[] = [];
-  const drainer = new SpoolDrainer({ spool, destination, log: silentLogger, notify: (rule, _m, details) => notices.push({ rule, details }), retryInitialMs: 5, retryMaxMs: 20 });
+  const drainer = new SpoolDrainer({
+    spool,
+    destination,
+    log: silentLogger,
+    notify: (rule, _m, details) => notices.push({ rule, details }),
+    retryInitialMs: 5,
+    retryMaxMs: 20,
+  });
   return { dir, spool, destination, drainer, notices };
 }
 
@@ -50,11 +57,17 @@ const accepted = (n: number): SendResult => ({ kind: 'items', outcomes: new Arra
 describe('SpoolDrainer', () => {
   it('on partial success resends only the items that failed with a retriable status, and counts the rejected ones', async () => {
     const { spool, destination, drainer, notices } = setup((ids, attempt) =>
-      attempt === 1 ? { kind: 'items', status: 206, outcomes: ids.map((_, i) => (i === 1 || i === 3 ? 'retry' : i === 4 ? 'rejected' : 'accepted')) } : accepted(ids.length),
+      attempt === 1
+        ? { kind: 'items', status: 206, outcomes: ids.map((_, i) => (i === 1 || i === 3 ? 'retry' : i === 4 ? 'rejected' : 'accepted')) }
+        : accepted(ids.length),
     );
     spool.append(batch(6));
     drainer.start();
-    await waitFor(() => spool.backlogBytes('dest') === 0, 5000, () => JSON.stringify(drainer.health()));
+    await waitFor(
+      () => spool.backlogBytes('dest') === 0,
+      5000,
+      () => JSON.stringify(drainer.health()),
+    );
     await drainer.stop();
     const ids = batch(6).map((r) => r.id);
     expect(destination.requests).toEqual([ids, [ids[1], ids[3]]]);
@@ -65,10 +78,20 @@ describe('SpoolDrainer', () => {
   });
 
   it('counts and reports records resent after a request that got no answer; the endpoint holds each at least once', async () => {
-    const { spool, destination, drainer, notices } = setup((ids, attempt) => (attempt === 1 ? 'store-then-timeout' : attempt === 2 ? { kind: 'failed', retriable: true, ambiguous: false, error: 'HTTP 503', status: 503 } : accepted(ids.length)));
+    const { spool, destination, drainer, notices } = setup((ids, attempt) =>
+      attempt === 1
+        ? 'store-then-timeout'
+        : attempt === 2
+          ? { kind: 'failed', retriable: true, ambiguous: false, error: 'HTTP 503', status: 503 }
+          : accepted(ids.length),
+    );
     spool.append(batch(4));
     drainer.start();
-    await waitFor(() => spool.backlogBytes('dest') === 0 && notices.length > 0, 5000, () => JSON.stringify(drainer.health()));
+    await waitFor(
+      () => spool.backlogBytes('dest') === 0 && notices.length > 0,
+      5000,
+      () => JSON.stringify(drainer.health()),
+    );
     await drainer.stop();
     const dupes = destination.stored.length - new Set(destination.stored).size;
     expect(new Set(destination.stored)).toEqual(new Set(batch(4).map((r) => r.id)));
@@ -88,13 +111,21 @@ describe('SpoolDrainer', () => {
     );
     first.spool.append(batch(4));
     first.drainer.start();
-    await waitFor(() => first.destination.requests.length >= 3, 5000, () => 'three requests');
+    await waitFor(
+      () => first.destination.requests.length >= 3,
+      5000,
+      () => 'three requests',
+    );
     await first.drainer.stop();
     first.spool.close();
 
     const second = setup((ids) => accepted(ids.length), first.dir);
     second.drainer.start();
-    await waitFor(() => second.spool.backlogBytes('dest') === 0, 5000, () => JSON.stringify(second.drainer.health()));
+    await waitFor(
+      () => second.spool.backlogBytes('dest') === 0,
+      5000,
+      () => JSON.stringify(second.drainer.health()),
+    );
     await second.drainer.stop();
     const ids = batch(4).map((r) => r.id);
     expect(second.destination.requests).toEqual([[ids[2], ids[3]]]);
@@ -107,12 +138,22 @@ describe('SpoolDrainer', () => {
   });
 
   it('gives up on a request the endpoint refuses for good, and moves on', async () => {
-    const { spool, destination, drainer, notices } = setup((ids, attempt) => (attempt === 1 ? { kind: 'failed', retriable: false, ambiguous: false, error: 'HTTP 404', status: 404 } : accepted(ids.length)));
+    const { spool, destination, drainer, notices } = setup((ids, attempt) =>
+      attempt === 1 ? { kind: 'failed', retriable: false, ambiguous: false, error: 'HTTP 404', status: 404 } : accepted(ids.length),
+    );
     spool.append(batch(3));
     drainer.start();
-    await waitFor(() => spool.backlogBytes('dest') === 0, 5000, () => JSON.stringify(drainer.health()));
+    await waitFor(
+      () => spool.backlogBytes('dest') === 0,
+      5000,
+      () => JSON.stringify(drainer.health()),
+    );
     spool.append(batch(2, 10));
-    await waitFor(() => destination.stored.length === 2, 5000, () => JSON.stringify(drainer.health()));
+    await waitFor(
+      () => destination.stored.length === 2,
+      5000,
+      () => JSON.stringify(drainer.health()),
+    );
     await drainer.stop();
     expect(drainer.stats).toMatchObject({ rejected: 3, delivered: 2 });
     expect(notices.map((n) => n.rule)).toEqual(['runwatch.export_rejected']);
@@ -121,10 +162,16 @@ describe('SpoolDrainer', () => {
 
   it('keeps retrying through an outage and stops without waiting for it to end', async () => {
     let down = true;
-    const { spool, destination, drainer } = setup((ids) => (down ? { kind: 'failed', retriable: true, ambiguous: false, error: 'request failed: ECONNREFUSED' } : accepted(ids.length)));
+    const { spool, destination, drainer } = setup((ids) =>
+      down ? { kind: 'failed', retriable: true, ambiguous: false, error: 'request failed: ECONNREFUSED' } : accepted(ids.length),
+    );
     spool.append(batch(3));
     drainer.start();
-    await waitFor(() => destination.requests.length >= 4, 5000, () => 'retries');
+    await waitFor(
+      () => destination.requests.length >= 4,
+      5000,
+      () => 'retries',
+    );
     expect(drainer.health()).toMatchObject({ state: 'backoff', lastError: 'request failed: ECONNREFUSED' });
     await drainer.stop(60_000);
     expect(spool.backlogBytes('dest')).toBeGreaterThan(0);

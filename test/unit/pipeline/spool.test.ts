@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { RunwatchRecord } from '../../../agent/events/types.js';
 import { silentLogger } from '../../../agent/log.js';
 import { RecordSpool, type SpoolEviction, type RecordSpoolOptions } from '../../../agent/pipeline/spool.js';
-import { alertRecord } from '../sinks/otel/records.js';
+import { alertRecord } from '../../fixtures/records.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -19,7 +19,8 @@ function tempDir(): string {
 }
 
 const records = (from: number, n: number): RunwatchRecord[] => Array.from({ length: n }, (_, i) => alertRecord(from + i));
-const open = (dir: string, over: Partial<RecordSpoolOptions> = {}) => new RecordSpool({ dir, maxBytes: 1024 * 1024, consumers: ['a'], log: silentLogger, ...over });
+const open = (dir: string, over: Partial<RecordSpoolOptions> = {}) =>
+  new RecordSpool({ dir, maxBytes: 1024 * 1024, consumers: ['a'], log: silentLogger, ...over });
 
 function drain(spool: RecordSpool, consumer: string, max = 1000): string[] {
   const ids: string[] = [];
@@ -30,7 +31,10 @@ function drain(spool: RecordSpool, consumer: string, max = 1000): string[] {
   return ids;
 }
 
-const segmentFiles = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.seg')).sort();
+const segmentFiles = (dir: string) =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith('.seg'))
+    .sort();
 const diskBytes = (dir: string) => segmentFiles(dir).reduce((n, f) => n + statSync(path.join(dir, f)).size, 0);
 
 describe('RecordSpool', () => {
@@ -81,7 +85,10 @@ describe('RecordSpool', () => {
     spool.close();
 
     const dir2 = tempDir();
-    writeFileSync(path.join(dir2, '00000000000000000001.seg'), [JSON.stringify(alertRecord(0)), '\u0000\u0000garbage', JSON.stringify(alertRecord(1)), ''].join('\n'));
+    writeFileSync(
+      path.join(dir2, '00000000000000000001.seg'),
+      [JSON.stringify(alertRecord(0)), '\u0000\u0000garbage', JSON.stringify(alertRecord(1)), ''].join('\n'),
+    );
     spool = open(dir2);
     expect(drain(spool, 'a')).toEqual([alertRecord(0).id, alertRecord(1).id]);
     expect(spool.counters.corruptLines).toBe(1);

@@ -2,8 +2,9 @@
 //
 // A native thread receives fork/exec/exit events and, for exec, reads
 // /proc/<pid> immediately (short-lived processes are gone by the time JS could
-// look). Events go to a bounded queue; JS gets them in batches through one
-// ThreadSafeFunction call per pending cycle, never one call per event.
+// look). Events go to a bounded queue; JS gets them in batches through a
+// ThreadSafeFunction (at most one call in flight, flushed every few ms),
+// never one call per event.
 
 #include <napi.h>
 #include <uv.h>
@@ -68,7 +69,7 @@ struct Event {
 // JS object. Held by shared_ptr so queued TSFN calls stay valid even if the
 // wrapper object is collected before they run.
 struct Shared {
-  size_t queueCap = 65536;
+  size_t queueCap = 32768;
   size_t batchMax = 512;
 
   std::mutex mu;
@@ -88,18 +89,16 @@ struct Shared {
 ssize_t ReadAt(int dirfd, const char* name, char* buf, size_t cap) {
   int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
-  size_t n = 0;
-  while (n < cap) {
-    ssize_t r = read(fd, buf + n, cap - n);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (r == 0) break;
-    n += static_cast<size_t>(r);
+  ssize_t n = 0;
+  while (static_cast<size_t>(n) < cap) {
+    ssize_t r = read(fd, buf + n, cap - static_cast<size_t>(n));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && n == 0) n = -1;
+    if (r <= 0) break;
+    n += r;
   }
   close(fd);
-  return static_cast<ssize_t>(n);
+  return n;
 }
 
 bool ReadLinkAt(int dirfd, const char* name, std::string& out) {
@@ -200,7 +199,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
       return d;
     };
     rcvbufReq_ = static_cast<int>(num("rcvbufBytes", 16.0 * 1024 * 1024, 65536, 1024.0 * 1024 * 1024));
-    sh_->queueCap = static_cast<size_t>(num("queueCapacity", 65536, 1, 1 << 24));
+    sh_->queueCap = static_cast<size_t>(num("queueCapacity", 32768, 1, 1 << 24));
     sh_->batchMax = static_cast<size_t>(num("batchMax", 512, 1, 1 << 20));
     flushMs_ = num("flushIntervalMs", 10, 0, 1000);
     Napi::Value rt = o.Get("realtime");
@@ -217,6 +216,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
   struct ProcEntry {
     int32_t ppid = 0;
     bool cgKnown = false;
+    bool cgRead = false;  // read from this process itself, not inherited at fork
     std::string containerId;
   };
   struct Pending {
@@ -563,21 +563,24 @@ class Connector : public Napi::ObjectWrap<Connector> {
   }
 
   void OnFork(int32_t parent, int32_t child) {
-    ProcEntry ce;
-    ce.ppid = parent;
-    auto it = procs_.find(parent);
-    if (it == procs_.end()) {
-      // Parent predates us: learn its container once, while it is surely alive.
-      ProcEntry pe;
+    ProcEntry& pe = procs_[parent];
+    if (!pe.cgRead) {
+      // What the parent inherited may be stale (runc init joins the container
+      // after its own fork), so read it once while it is surely alive.
       int dfd = OpenProcDir(parent);
       if (dfd >= 0) {
-        pe.cgKnown = ReadContainerId(dfd, pe.containerId);
+        std::string id;
+        if (ReadContainerId(dfd, id)) {
+          pe.cgKnown = pe.cgRead = true;
+          pe.containerId = std::move(id);
+        }
         close(dfd);
       }
-      it = procs_.emplace(parent, std::move(pe)).first;
     }
-    ce.cgKnown = it->second.cgKnown;
-    ce.containerId = it->second.containerId;
+    ProcEntry ce;
+    ce.ppid = parent;
+    ce.cgKnown = pe.cgKnown;
+    ce.containerId = pe.containerId;
     procs_[child] = std::move(ce);  // pid reuse: overwrite
   }
 
@@ -666,12 +669,15 @@ class Connector : public Napi::ObjectWrap<Connector> {
       p.dfd = -1;
     }
     if (!e.resolved) sh_->unresolved++;
-    if (!cgOk && known.cgKnown) e.containerId = known.containerId;
-    if (e.ppid == 0) e.ppid = known.ppid;
-    if (cgOk) {
-      known.cgKnown = true;
+    // An exiting task can already read as being in the root cgroup: that must
+    // not demote a process whose parent was in a container.
+    if (known.cgKnown && (!cgOk || (e.containerId.empty() && !known.containerId.empty()))) {
+      e.containerId = known.containerId;
+    } else if (cgOk) {
+      known.cgKnown = known.cgRead = true;
       known.containerId = e.containerId;
     }
+    if (e.ppid == 0) e.ppid = known.ppid;
     if (e.ppid != 0) known.ppid = e.ppid;
   }
 
@@ -885,7 +891,16 @@ class Connector : public Napi::ObjectWrap<Connector> {
   double firstUnnotifiedMs_ = 0;
 };
 
-Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return Connector::Init(env, exports); }
+// Exposed so the parser can be tested against cgroup layouts this host lacks.
+Napi::Value ContainerIdFromCgroupJs(const Napi::CallbackInfo& info) {
+  std::string text = info[0].ToString().Utf8Value();
+  return Napi::String::New(info.Env(), ContainerIdFromCgroup(text.data(), text.size()));
+}
+
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  exports.Set("containerIdFromCgroup", Napi::Function::New(env, ContainerIdFromCgroupJs, "containerIdFromCgroup"));
+  return Connector::Init(env, exports);
+}
 
 }  // namespace
 

@@ -27,6 +27,8 @@ class FakeHost {
   constructor() {
     mkdirSync(path.join(this.proc, 'self', 'ns'), { recursive: true });
     symlinkSync(HOST_NETNS, path.join(this.proc, 'self', 'ns', 'net'));
+    mkdirSync(path.join(this.proc, 'sys/net/ipv4'), { recursive: true });
+    writeFileSync(path.join(this.proc, 'sys/net/ipv4/ip_local_port_range'), '32768\t60999\n');
   }
 
   /** A process in a namespace whose tables are copied from test/fixtures/net/<tables>. */
@@ -34,9 +36,7 @@ class FakeHost {
     const dir = path.join(this.proc, String(pid));
     mkdirSync(path.join(dir, 'ns'), { recursive: true });
     mkdirSync(path.join(dir, 'fd'), { recursive: true });
-    mkdirSync(path.join(dir, 'sys/net/ipv4'), { recursive: true });
     symlinkSync(opts.netns, path.join(dir, 'ns', 'net'));
-    writeFileSync(path.join(dir, 'sys/net/ipv4/ip_local_port_range'), '32768\t60999\n');
     if (opts.tables) this.setTables(pid, opts.tables);
     (opts.sockets ?? []).forEach((inode, i) => symlinkSync(`socket:[${inode}]`, path.join(dir, 'fd', String(i + 3))));
     symlinkSync('/bin/busybox', path.join(dir, 'exe'));
@@ -63,17 +63,35 @@ class FakeHost {
 
   container(id: string, pid: number, extra: Partial<ContainerInfo> = {}): ContainerInfo {
     const info: ContainerInfo = {
-      id, name: id.slice(0, 4), image: 'runwatch-test/busybox:1', imageId: `sha256:${'b'.repeat(64)}`, imageRepoDigests: [], created: '', running: true, pid, user: '',
-      privileged: false, capAdd: [], capDrop: [], hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false }, networkMode: 'none',
-      mounts: [], readOnlyRootfs: false, envNames: [], memoryLimit: 0, cpuLimit: 0, ...extra,
+      id,
+      name: id.slice(0, 4),
+      image: 'runwatch-test/busybox:1',
+      imageId: `sha256:${'b'.repeat(64)}`,
+      imageRepoDigests: [],
+      created: '',
+      running: true,
+      pid,
+      user: '',
+      privileged: false,
+      capAdd: [],
+      capDrop: [],
+      hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
+      networkMode: 'none',
+      mounts: [],
+      readOnlyRootfs: false,
+      envNames: [],
+      memoryLimit: 0,
+      cpuLimit: 0,
+      ...extra,
     };
     this.inventory.upsert(info);
     return info;
   }
 
-  async sensor(): Promise<{ sensor: NetworkSensor; events: () => NetSocketEvent[] }> {
+  /** ownerWaitSeconds 0: a socket whose holder is not found is reported at once, without a process. */
+  async sensor(ownerWaitSeconds = 0): Promise<{ sensor: NetworkSensor; events: () => NetSocketEvent[] }> {
     const queue = new EventQueue(1000);
-    const sensor = new NetworkSensor({ intervalSeconds: 3600, procRoot: this.proc, cgroupRoot: this.cgroup });
+    const sensor = new NetworkSensor({ intervalSeconds: 3600, procRoot: this.proc, cgroupRoot: this.cgroup, ownerWaitSeconds });
     await sensor.start({ config: parseConfig('{}', 'test.yaml'), queue, inventory: this.inventory, log: silentLogger, signal: new AbortController().signal });
     cleanups.push(() => sensor.stop());
     return { sensor, events: () => queue.take(1000) as NetSocketEvent[] };
@@ -94,7 +112,8 @@ const A = 'a'.repeat(64);
 const B = 'b'.repeat(64);
 const C = 'c'.repeat(64);
 const D = 'd'.repeat(64);
-const brief = (e: NetSocketEvent) => `${e.containerId.slice(0, 1)} ${e.direction} ${e.protocol} ${e.local}${e.remote ? ` > ${e.remote}` : ''}${e.process ? ` pid=${e.process.pid}` : ''}`;
+const brief = (e: NetSocketEvent) =>
+  `${e.containerId.slice(0, 1)} ${e.direction} ${e.protocol} ${e.local}${e.remote ? ` > ${e.remote}` : ''}${e.process ? ` pid=${e.process.pid}` : ''}`;
 
 describe('network sensor on a fake /proc', () => {
   it('reads a namespace shared by two containers once and gives each socket to the container holding it', async () => {
@@ -114,12 +133,38 @@ describe('network sensor on a fake /proc', () => {
     expect(sensor.health().details).toMatchObject({ namespaces: 1, tableReads: 2, ownerNotFound: 2 });
   });
 
+  it('waits for the holder of a socket when the container that joined the namespace is not in the inventory yet', async () => {
+    const h = fakeHost();
+    h.process(100, { netns: 'net:[1]', tables: 'busybox', containerId: A, sockets: [1031166, 1032196, 1031395, 1031396] });
+    h.process(200, { netns: 'net:[1]', containerId: B, sockets: [1099999] });
+    h.container(A, 100);
+    const { sensor, events } = await h.sensor(60);
+    expect(events().map(brief)).toHaveLength(4);
+    // Appears as if B's process had just opened a connection: a new row, held by B's process.
+    const net = path.join(h.proc, '100', 'net');
+    const row = '   2: 0100007F:9C41 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 1099999 1 0 20 0 0 10 -1';
+    writeFileSync(path.join(net, 'tcp'), `${readFileSync(path.join(net, 'tcp'), 'latin1')}${row}\n`);
+    writeFileSync(path.join(net, 'sockstat'), 'TCP: inuse 5 orphan 0 tw 0 alloc 7 mem 160\nUDP: inuse 1 mem 0\n');
+    await sensor.poll();
+    expect(events()).toEqual([]);
+    h.container(B, 200, { networkMode: `container:${A}` });
+    await sensor.poll();
+    expect(events().map(brief)).toEqual(['b connect tcp 127.0.0.1:40001 > 127.0.0.1:8080 pid=200']);
+  });
+
   it('carries the owning process with exe and args', async () => {
     const h = fakeHost();
     h.process(100, { netns: 'net:[1]', tables: 'busybox', containerId: A, sockets: [1032196], cmdline: ['nc', '-l', '-p', '4444'] });
     h.container(A, 100);
     const { events } = await h.sensor();
-    expect(events().find((e) => e.local === '[::]:4444')).toMatchObject({ kind: 'net_socket', containerId: A, protocol: 'tcp6', direction: 'listen', state: 'LISTEN', process: { pid: 100, exe: '/bin/busybox', args: ['nc', '-l', '-p', '4444'] } });
+    expect(events().find((e) => e.local === '[::]:4444')).toMatchObject({
+      kind: 'net_socket',
+      containerId: A,
+      protocol: 'tcp6',
+      direction: 'listen',
+      state: 'LISTEN',
+      process: { pid: 100, exe: '/bin/busybox', args: ['nc', '-l', '-p', '4444'] },
+    });
   });
 
   it('gives a host-network container only the host sockets its processes hold', async () => {
@@ -129,6 +174,25 @@ describe('network sensor on a fake /proc', () => {
     const { sensor, events } = await h.sensor();
     expect(events().map(brief)).toEqual(['c listen tcp6 [::1]:8443 pid=300', 'c connect udp 127.0.0.1:41000 > 127.0.0.1:53 pid=300']);
     expect(sensor.health().details).toMatchObject({ hostSocketsSkipped: 6 });
+  });
+
+  it("judges host connections by the host's ephemeral range, other namespaces by the kernel default", async () => {
+    const h = fakeHost();
+    writeFileSync(path.join(h.proc, 'sys/net/ipv4/ip_local_port_range'), '10000\t60999\n');
+    // 127.0.0.1:20000 → 127.0.0.1:40000: a client port under a 10000+ range, a server port under the default.
+    const table = `${readFileSync(path.join(FIXTURES, 'busybox/tcp'), 'latin1').split('\n')[0]}\n   0: 0100007F:4E20 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 20 0 0 10 -1\n`;
+    h.process(300, { netns: HOST_NETNS, tables: 'busybox', containerId: C, sockets: [4242] });
+    writeFileSync(path.join(h.proc, '300', 'net', 'tcp'), table);
+    h.container(C, 300, { networkMode: 'host', hostNamespaces: { pid: false, net: true, ipc: false, uts: false, userns: false } });
+    h.process(100, { netns: 'net:[1]', tables: 'busybox', containerId: A, sockets: [4242] });
+    writeFileSync(path.join(h.proc, '100', 'net', 'tcp'), table);
+    h.container(A, 100);
+    const { events } = await h.sensor();
+    expect(
+      events()
+        .filter((e) => e.local === '127.0.0.1:20000')
+        .map(brief),
+    ).toEqual(['c connect tcp 127.0.0.1:20000 > 127.0.0.1:40000 pid=300']);
   });
 
   it('reads tables again only when the namespace counters move, then reports only what is new', async () => {
@@ -146,7 +210,13 @@ describe('network sensor on a fake /proc', () => {
     writeFileSync(path.join(net, 'tcp6'), readFileSync(path.join(FIXTURES, 'crafted/tcp6'), 'latin1'));
     writeFileSync(path.join(net, 'sockstat6'), 'TCP6: inuse 6\nUDP6: inuse 0\n');
     await sensor.poll();
-    expect(events().map(brief)).toEqual(['a listen tcp6 [::1]:8443', 'a connect tcp6 [2001:db8::1]:40000 > [2001:db8::10]:443', 'a connect tcp6 [2001:db8::1]:40002 > [2001:db8::1:0:0:1]:22', 'a connect tcp6 [2001:db8::1]:40001 > [2001:db8::10]:443', 'a connect tcp6 [::1]:40010 > [::1]:8443']);
+    expect(events().map(brief)).toEqual([
+      'a listen tcp6 [::1]:8443',
+      'a connect tcp6 [2001:db8::1]:40000 > [2001:db8::10]:443',
+      'a connect tcp6 [2001:db8::1]:40002 > [2001:db8::1:0:0:1]:22',
+      'a connect tcp6 [2001:db8::1]:40001 > [2001:db8::10]:443',
+      'a connect tcp6 [::1]:40010 > [::1]:8443',
+    ]);
     expect(sensor.health().details).toMatchObject({ tableReads: 3 });
   });
 
@@ -192,6 +262,9 @@ describe('cgroup of a container', () => {
       '/sys/fs/cgroup/unified/docker/x/cgroup.procs',
       '/sys/fs/cgroup/docker/x/cgroup.procs',
     ]);
-    expect(cgroupProcsCandidates('0::/system.slice/docker-x.scope\n', '/sys/fs/cgroup')).toEqual(['/sys/fs/cgroup/unified/system.slice/docker-x.scope/cgroup.procs', '/sys/fs/cgroup/system.slice/docker-x.scope/cgroup.procs']);
+    expect(cgroupProcsCandidates('0::/system.slice/docker-x.scope\n', '/sys/fs/cgroup')).toEqual([
+      '/sys/fs/cgroup/unified/system.slice/docker-x.scope/cgroup.procs',
+      '/sys/fs/cgroup/system.slice/docker-x.scope/cgroup.procs',
+    ]);
   });
 });

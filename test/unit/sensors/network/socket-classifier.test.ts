@@ -9,7 +9,10 @@ const table = (dir: string, ...protocols: NetProtocol[]): RawSocket[] =>
 
 /** "direction protocol local [> remote] STATE" for each candidate, readable in a failing diff. */
 const describeCandidates = (r: ClassifyResult) =>
-  r.candidates.map(({ socket: s, direction }) => `${direction} ${s.protocol} ${decodeEndpoint(s.localHex, s.protocol)}${direction === 'connect' ? ` > ${decodeEndpoint(s.remoteHex, s.protocol)}` : ''} ${stateName(s.protocol, s.state)}`);
+  r.candidates.map(
+    ({ socket: s, direction }) =>
+      `${direction} ${s.protocol} ${decodeEndpoint(s.localHex, s.protocol)}${direction === 'connect' ? ` > ${decodeEndpoint(s.remoteHex, s.protocol)}` : ''} ${stateName(s.protocol, s.state)}`,
+  );
 
 const opts = { ephemeralLow: 32768 };
 
@@ -45,10 +48,26 @@ describe('socket classification', () => {
 
   it('remembers a listening port, so a connection accepted after the listener closed is still inbound', () => {
     const memory = newTableMemory();
-    const listener: RawSocket = { protocol: 'tcp6', localHex: '00000000000000000000000000000000:1F40', remoteHex: '00000000000000000000000000000000:0000', localPort: 8000, remotePort: 0, state: 10, inode: 1 };
+    const listener: RawSocket = {
+      protocol: 'tcp6',
+      localHex: '00000000000000000000000000000000:1F40',
+      remoteHex: '00000000000000000000000000000000:0000',
+      localPort: 8000,
+      remotePort: 0,
+      state: 10,
+      inode: 1,
+    };
     classifyTable([listener], memory, opts);
     // An accepted connection from a client that bound a low port: only the remembered listener tells it apart.
-    const accepted: RawSocket = { protocol: 'tcp', localHex: '0100007F:1F40', remoteHex: '0100007F:0400', localPort: 8000, remotePort: 1024, state: 1, inode: 2 };
+    const accepted: RawSocket = {
+      protocol: 'tcp',
+      localHex: '0100007F:1F40',
+      remoteHex: '0100007F:0400',
+      localPort: 8000,
+      remotePort: 1024,
+      state: 1,
+      inode: 2,
+    };
     const r = classifyTable([accepted], memory, opts);
     expect(r.candidates).toEqual([]);
     expect(r.inbound).toBe(1);
@@ -70,7 +89,11 @@ describe('socket classification', () => {
 
   it('treats unconnected UDP as listening unless on an ephemeral port, and connected UDP as outbound', () => {
     const r = classifyTable(table('crafted', 'udp', 'udp6'), newTableMemory(), opts);
-    expect(describeCandidates(r)).toEqual(['listen udp 0.0.0.0:53 UNCONN', 'connect udp 127.0.0.1:41000 > 127.0.0.1:53 ESTABLISHED', 'listen udp6 [::]:5353 UNCONN']);
+    expect(describeCandidates(r)).toEqual([
+      'listen udp 0.0.0.0:53 UNCONN',
+      'connect udp 127.0.0.1:41000 > 127.0.0.1:53 ESTABLISHED',
+      'listen udp6 [::]:5353 UNCONN',
+    ]);
     expect(r.inbound).toBe(1);
     expect(r.udpClients).toBe(1);
     // The resolver-style socket syslogd uses in the captured container.
@@ -79,7 +102,15 @@ describe('socket classification', () => {
 
   it('keeps a bounded number of remembered listening ports, dropping the least recently seen', () => {
     const memory = newTableMemory();
-    const listener = (port: number): RawSocket => ({ protocol: 'tcp', localHex: `00000000:${port.toString(16).toUpperCase().padStart(4, '0')}`, remoteHex: '00000000:0000', localPort: port, remotePort: 0, state: 10, inode: port });
+    const listener = (port: number): RawSocket => ({
+      protocol: 'tcp',
+      localHex: `00000000:${port.toString(16).toUpperCase().padStart(4, '0')}`,
+      remoteHex: '00000000:0000',
+      localPort: port,
+      remotePort: 0,
+      state: 10,
+      inode: port,
+    });
     for (let p = 1000; p < 1010; p++) classifyTable([listener(p)], memory, { ...opts, maxListenPorts: 4 });
     expect([...memory.listenPorts.keys()]).toEqual(['tcp:1006', 'tcp:1007', 'tcp:1008', 'tcp:1009']);
   });

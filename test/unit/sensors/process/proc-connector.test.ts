@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import {
+  containerIdFromCgroup,
   loadProcConnector,
   ProcConnector,
   type ConnectorEvent,
@@ -14,15 +15,7 @@ import {
   type ConnectorExitEvent,
   type ConnectorForkEvent,
 } from '../../../../agent/sensors/process/proc-connector.js';
-import {
-  docker,
-  dockerAvailable,
-  dockerExec,
-  runContainer,
-  TEST_LABEL,
-  TEST_RUN_ID,
-  TOOLS_IMAGE,
-} from '../../../helpers/docker.js';
+import { docker, dockerAvailable, dockerExec, runContainer, TEST_LABEL, TEST_RUN_ID, TOOLS_IMAGE } from '../../../helpers/docker.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
@@ -156,47 +149,40 @@ describe('proc connector addon', () => {
     expect(events.length).toBe(after);
   });
 
-  it.runIf(canRun)(
-    'decodes exit codes and signals, and sees stdio sockets, cwd and deleted binaries',
-    { timeout: 30_000 },
-    async () => {
-      const { events, waitFor, execs } = record();
-      const dir = mkdtempSync(path.join(tmpdir(), 'rw-pc-'));
-      // Lives long enough for its /proc entry to be read even without SCHED_FIFO.
-      const a = spawn('/bin/sh', ['-c', 'sleep 0.2; exit 7'], { cwd: dir });
-      await new Promise((r) => a.on('close', r));
-      const b = spawn('/usr/bin/sleep', ['30']);
-      await sleep(100);
-      b.kill('SIGKILL');
-      await new Promise((r) => b.on('close', r));
-      // Node's stdio 'pipe' is a unix socketpair, 'ignore' is /dev/null.
-      const c = spawn('/usr/bin/sleep', ['0.1'], { stdio: ['pipe', 'ignore', 'ignore'] });
-      await new Promise((r) => c.on('close', r));
-      const d = spawn('/usr/bin/sleep', ['0.1'], { stdio: 'ignore' });
-      await new Promise((r) => d.on('close', r));
-      // Executes a binary that was deleted first (through its open fd, like fexecve).
-      const copy = path.join(dir, 'gone');
-      await run('/bin/sh', [
-        '-c',
-        `cp /usr/bin/sleep ${copy} && exec 3<${copy} && rm ${copy} && exec /proc/self/fd/3 0.3`,
-      ]);
-      const isGone = (e: ConnectorEvent): e is ConnectorExecEvent => e.type === 'exec' && e.exe === copy;
+  it.runIf(canRun)('decodes exit codes and signals, and sees stdio sockets, cwd and deleted binaries', { timeout: 30_000 }, async () => {
+    const { events, waitFor, execs } = record();
+    const dir = mkdtempSync(path.join(tmpdir(), 'rw-pc-'));
+    // Lives long enough for its /proc entry to be read even without SCHED_FIFO.
+    const a = spawn('/bin/sh', ['-c', 'sleep 0.2; exit 7'], { cwd: dir });
+    await new Promise((r) => a.on('close', r));
+    const b = spawn('/usr/bin/sleep', ['30']);
+    await sleep(100);
+    b.kill('SIGKILL');
+    await new Promise((r) => b.on('close', r));
+    // Node's stdio 'pipe' is a unix socketpair, 'ignore' is /dev/null.
+    const c = spawn('/usr/bin/sleep', ['0.1'], { stdio: ['pipe', 'ignore', 'ignore'] });
+    await new Promise((r) => c.on('close', r));
+    const d = spawn('/usr/bin/sleep', ['0.1'], { stdio: 'ignore' });
+    await new Promise((r) => d.on('close', r));
+    // Executes a binary that was deleted first (through its open fd, like fexecve).
+    const copy = path.join(dir, 'gone');
+    await run('/bin/sh', ['-c', `cp /usr/bin/sleep ${copy} && exec 3<${copy} && rm ${copy} && exec /proc/self/fd/3 0.3`]);
+    const isGone = (e: ConnectorEvent): e is ConnectorExecEvent => e.type === 'exec' && e.exe === copy;
 
-      const exitOf = (pid: number) => events.find((e): e is ConnectorExitEvent => e.type === 'exit' && e.pid === pid);
-      await waitFor(() => [a, b, c, d].every((p) => exitOf(p.pid!)) && events.some(isGone));
-      expect(exitOf(a.pid!)).toMatchObject({ exitCode: 7 });
-      expect(execs(a.pid!)[0]).toMatchObject({
-        exe: realpathSync('/bin/sh'),
-        cwd: dir,
-        args: ['/bin/sh', '-c', 'sleep 0.2; exit 7'],
-      });
-      expect(exitOf(b.pid!)).toMatchObject({ exitCode: 128 + 9, signal: 9 });
-      expect(execs(c.pid!)[0]).toMatchObject({ exe: '/usr/bin/sleep', stdioSocket: true });
-      expect(execs(d.pid!)[0]).toMatchObject({ exe: '/usr/bin/sleep', stdioSocket: false, tty: 0 });
-      expect(events.find(isGone)).toMatchObject({ exeDeleted: true, args: ['/proc/self/fd/3', '0.3'], resolved: true });
-      rmSync(dir, { recursive: true, force: true });
-    },
-  );
+    const exitOf = (pid: number) => events.find((e): e is ConnectorExitEvent => e.type === 'exit' && e.pid === pid);
+    await waitFor(() => [a, b, c, d].every((p) => exitOf(p.pid!)) && events.some(isGone));
+    expect(exitOf(a.pid!)).toMatchObject({ exitCode: 7 });
+    expect(execs(a.pid!)[0]).toMatchObject({
+      exe: realpathSync('/bin/sh'),
+      cwd: dir,
+      args: ['/bin/sh', '-c', 'sleep 0.2; exit 7'],
+    });
+    expect(exitOf(b.pid!)).toMatchObject({ exitCode: 128 + 9, signal: 9 });
+    expect(execs(c.pid!)[0]).toMatchObject({ exe: '/usr/bin/sleep', stdioSocket: true });
+    expect(execs(d.pid!)[0]).toMatchObject({ exe: '/usr/bin/sleep', stdioSocket: false, tty: 0 });
+    expect(events.find(isGone)).toMatchObject({ exeDeleted: true, args: ['/proc/self/fd/3', '0.3'], resolved: true });
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it.runIf(canRun)('can be stopped from inside its callback', { timeout: 20_000 }, async () => {
     const threads0 = threadCount();
@@ -237,41 +223,50 @@ describe('proc connector addon', () => {
     pc.stop();
   });
 
-  it.runIf(canRun)(
-    'lets the process exit after stop(), keeps it alive while running',
-    { timeout: 30_000 },
-    async () => {
-      const stopped = await child(
-        `const pc = new ProcConnector({}, () => {}); pc.start(); setTimeout(() => { pc.stop(); console.log(JSON.stringify(pc.stats())); }, 300);`,
-      );
-      expect(stopped.code).toBe(0);
-      expect(stopped.ms).toBeLessThan(5000);
-      expect(JSON.parse(stopped.stdout)).toMatchObject({ queueDrops: 0, kernelLost: 0 });
+  it.runIf(canRun)('lets the process exit after stop(), keeps it alive while running', { timeout: 30_000 }, async () => {
+    const stopped = await child(
+      `const pc = new ProcConnector({}, () => {}); pc.start(); setTimeout(() => { pc.stop(); console.log(JSON.stringify(pc.stats())); }, 300);`,
+    );
+    expect(stopped.code).toBe(0);
+    expect(stopped.ms).toBeLessThan(5000);
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ queueDrops: 0, kernelLost: 0 });
 
-      const running = await child(
-        `const pc = new ProcConnector({}, () => {}); pc.start(); console.log('started');`,
-        [],
-        1500,
-      );
-      expect(running.stdout.trim()).toBe('started');
-      expect(running.code).toBeNull(); // killed by our timeout: the subscription kept the loop alive
-    },
-  );
+    const running = await child(`const pc = new ProcConnector({}, () => {}); pc.start(); console.log('started');`, [], 1500);
+    expect(running.stdout.trim()).toBe('started');
+    expect(running.code).toBeNull(); // killed by our timeout: the subscription kept the loop alive
+  });
 
-  it.runIf(canRun && existsSync('/usr/bin/unshare'))(
-    'explains why it cannot subscribe outside the host namespaces',
-    { timeout: 30_000 },
-    async () => {
-      const probe = `try { new ProcConnector({}, () => {}).start(); console.log('started'); process.exit(0); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
-      const netns = await child(probe, ['unshare', '--net']);
-      expect(JSON.parse(netns.stdout)).toMatchObject({
-        code: 'ECONNREFUSED',
-        message: expect.stringMatching(/network namespace/),
-      });
-      const pidns = await child(probe, ['unshare', '--pid', '--fork', '--mount-proc']);
-      expect(JSON.parse(pidns.stdout)).toMatchObject({ code: 'ETIMEDOUT', message: expect.stringMatching(/pid/) });
-    },
-  );
+  it.runIf(canRun && existsSync('/usr/bin/unshare'))('explains why it cannot subscribe outside the host namespaces', { timeout: 30_000 }, async () => {
+    const probe = `try { new ProcConnector({}, () => {}).start(); console.log('started'); process.exit(0); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+    const netns = await child(probe, ['unshare', '--net']);
+    expect(JSON.parse(netns.stdout)).toMatchObject({
+      code: 'ECONNREFUSED',
+      message: expect.stringMatching(/network namespace/),
+    });
+    const pidns = await child(probe, ['unshare', '--pid', '--fork', '--mount-proc']);
+    expect(JSON.parse(pidns.stdout)).toMatchObject({ code: 'ETIMEDOUT', message: expect.stringMatching(/pid/) });
+  });
+
+  it.runIf(load.available)('finds the container id in every cgroup layout', () => {
+    const id = 'a392bdcef780c8475afba28740981a635e89f5b2db57de39afe3a76af3166be7';
+    const other = 'b'.repeat(64);
+    // cgroup v1 hybrid, cgroupfs driver (this host)
+    expect(containerIdFromCgroup(`12:rdma:/\n11:memory:/docker/${id}\n0::/docker/${id}\n`)).toBe(id);
+    // cgroup v2, cgroupfs driver and systemd driver
+    expect(containerIdFromCgroup(`0::/docker/${id}\n`)).toBe(id);
+    expect(containerIdFromCgroup(`0::/system.slice/docker-${id}.scope\n`)).toBe(id);
+    // containerd / Kubernetes flavours
+    expect(containerIdFromCgroup(`0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-${id}.scope\n`)).toBe(id);
+    expect(containerIdFromCgroup(`0::/kubepods/burstable/pod1234/${id}\n`)).toBe(id);
+    // nested engine: the outer (host-engine) id wins
+    expect(containerIdFromCgroup(`0::/docker/${id}/docker/${other}\n`)).toBe(id);
+    // host processes and near misses
+    expect(containerIdFromCgroup('0::/\n')).toBe('');
+    expect(containerIdFromCgroup('0::/user.slice/user-0.slice/session-1.scope\n')).toBe('');
+    expect(containerIdFromCgroup('4:memory:/process_api/29c0cd84387b0852c9b88d02404e0fd5\n')).toBe('');
+    expect(containerIdFromCgroup(`0::/docker/${id}0\n`)).toBe('');
+    expect(containerIdFromCgroup(`0::/x${id}\n`)).toBe('');
+  });
 
   it.runIf(canRun)('validates options', () => {
     expect(() => new ProcConnector({ queueCapacity: 0 }, () => {})).toThrow(RangeError);
@@ -297,19 +292,7 @@ describe.runIf(hasDocker)('proc connector with Docker containers', () => {
     // docker run --rm: the id is only known from --cidfile.
     const dir = mkdtempSync(path.join(tmpdir(), 'rw-pc-'));
     const cidfile = path.join(dir, 'cid');
-    await docker([
-      'run',
-      '--rm',
-      '--cidfile',
-      cidfile,
-      '--network',
-      'none',
-      '--label',
-      `${TEST_LABEL}=${TEST_RUN_ID}`,
-      TOOLS_IMAGE,
-      '/usr/bin/true',
-      'run-rm',
-    ]);
+    await docker(['run', '--rm', '--cidfile', cidfile, '--network', 'none', '--label', `${TEST_LABEL}=${TEST_RUN_ID}`, TOOLS_IMAGE, '/usr/bin/true', 'run-rm']);
     const rmId = readFileSync(cidfile, 'utf8').trim();
     rmSync(dir, { recursive: true, force: true });
     await waitFor(() => events.some(inContainer('/usr/bin/true', rmId)));

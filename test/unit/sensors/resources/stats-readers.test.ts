@@ -69,6 +69,13 @@ describe('CgroupStatsReader on fixture trees', () => {
     rmSync(dir, { recursive: true });
     expect(reader.locate(info())).toBeUndefined();
   });
+
+  it('reports a running process without a findable cgroup as an error, not as gone', async () => {
+    const reader = new CgroupStatsReader({ cgroupRoot: path.join(FIXTURES, 'v1'), procRoot: path.join(FIXTURES, 'proc') });
+    const unknown = info({ id: 'dead' + '0'.repeat(60), pid: 4343 });
+    await expect(reader.read(unknown)).rejects.toMatchObject({ code: 'RW_SENSOR', message: expect.stringContaining('no cgroup found') });
+    await expect(reader.read({ ...unknown, pid: 9999 })).rejects.toBeInstanceOf(ContainerGoneError);
+  });
 });
 
 describe('Docker stats API answers', () => {

@@ -6,7 +6,7 @@ import { runwatchResource } from '../../../../agent/sinks/otel/otel-resource.js'
 import { toLogRecord } from '../../../../agent/sinks/otel/record-log.js';
 import { RunwatchError } from '../../../../agent/errors.js';
 import { installLoopbackGuard, IngestionReceiver } from '../../../helpers/ingestion-receiver.js';
-import { alertRecord, auditRecord } from './records.js';
+import { alertRecord, auditRecord } from '../../../fixtures/records.js';
 
 const guard = installLoopbackGuard();
 const KEY = '0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0';
@@ -26,7 +26,12 @@ describe('custom-event envelope', () => {
     const resource = runwatchResource('node-1');
     const records = [alertRecord(1), auditRecord(2), alertRecord(3, { message: '€'.repeat(3000), details: { long: 'x'.repeat(9000) } })];
     const logs = records.map((r) => toLogRecord(r, resource));
-    const exporter = new AzureMonitorLogExporter({ connectionString: `InstrumentationKey=${KEY}`, host: receiver.url, allowInsecureConnection: true, disableOfflineStorage: true });
+    const exporter = new AzureMonitorLogExporter({
+      connectionString: `InstrumentationKey=${KEY}`,
+      host: receiver.url,
+      allowInsecureConnection: true,
+      disableOfflineStorage: true,
+    });
     const result = await new Promise<{ code: number }>((resolve) => exporter.export(logs, resolve));
     await exporter.shutdown();
     expect(result.code).toBe(0);
@@ -36,7 +41,15 @@ describe('custom-event envelope', () => {
     // And it carries what a SOC analyst queries.
     const props = ours[0].data.baseData.properties;
     expect(ours.map((e: { data: { baseData: { name: string } } }) => e.data.baseData.name)).toEqual(['RunwatchAlert', 'RunwatchAudit', 'RunwatchAlert']);
-    expect(props).toMatchObject({ rule: 'Unexpected Process', severity: 'high', 'container.id': 'c'.repeat(64), 'container.image': 'acr.example.io/web:1', 'process.exe': '/usr/bin/nc', 'process.pid': '4242', 'details.port': '4444' });
+    expect(props).toMatchObject({
+      rule: 'Unexpected Process',
+      severity: 'high',
+      'container.id': 'c'.repeat(64),
+      'container.image': 'acr.example.io/web:1',
+      'process.exe': '/usr/bin/nc',
+      'process.pid': '4242',
+      'details.port': '4444',
+    });
     expect(ours[1].data.baseData.properties).toMatchObject({ 'docker.action': 'exec_create', 'docker.hostUser.user': 'alice' });
     expect(Buffer.byteLength(ours[2].data.baseData.properties['details.long'])).toBe(8192);
     expect(ours[0].tags['ai.cloud.roleInstance']).toBe('node-1');
@@ -45,20 +58,39 @@ describe('custom-event envelope', () => {
 
 describe('parseConnectionString', () => {
   it('reads key and endpoint like the exporter, upgrading http to https unless a loopback relay is allowed', () => {
-    expect(parseConnectionString(`InstrumentationKey=${KEY};IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/;LiveEndpoint=https://x/`, { allowHttpLoopback: false })).toEqual({
+    expect(
+      parseConnectionString(`InstrumentationKey=${KEY};IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/;LiveEndpoint=https://x/`, {
+        allowHttpLoopback: false,
+      }),
+    ).toEqual({
       instrumentationKey: KEY,
       ingestionEndpoint: 'https://westeurope-5.in.applicationinsights.azure.com',
       insecureLoopback: false,
     });
-    expect(parseConnectionString(`instrumentationkey=${KEY};EndpointSuffix=applicationinsights.azure.cn;Location=chinaeast2`, { allowHttpLoopback: false }).ingestionEndpoint).toBe('https://chinaeast2.dc.applicationinsights.azure.cn');
+    expect(
+      parseConnectionString(`instrumentationkey=${KEY};EndpointSuffix=applicationinsights.azure.cn;Location=chinaeast2`, { allowHttpLoopback: false })
+        .ingestionEndpoint,
+    ).toBe('https://chinaeast2.dc.applicationinsights.azure.cn');
     expect(parseConnectionString(`InstrumentationKey=${KEY}`, { allowHttpLoopback: false }).ingestionEndpoint).toBe('https://dc.services.visualstudio.com');
-    expect(parseConnectionString(`InstrumentationKey=${KEY};IngestionEndpoint=http://ingest.example.com`, { allowHttpLoopback: true }).ingestionEndpoint).toBe('https://ingest.example.com');
-    expect(parseConnectionString(`InstrumentationKey=${KEY};IngestionEndpoint=http://127.0.0.1:9/`, { allowHttpLoopback: false }).ingestionEndpoint).toBe('https://127.0.0.1:9');
-    expect(parseConnectionString(`InstrumentationKey=${KEY};IngestionEndpoint=http://127.0.0.1:9/`, { allowHttpLoopback: true })).toMatchObject({ ingestionEndpoint: 'http://127.0.0.1:9', insecureLoopback: true });
+    expect(parseConnectionString(`InstrumentationKey=${KEY};IngestionEndpoint=http://ingest.example.com`, { allowHttpLoopback: true }).ingestionEndpoint).toBe(
+      'https://ingest.example.com',
+    );
+    expect(parseConnectionString(`InstrumentationKey=${KEY};IngestionEndpoint=http://127.0.0.1:9/`, { allowHttpLoopback: false }).ingestionEndpoint).toBe(
+      'https://127.0.0.1:9',
+    );
+    expect(parseConnectionString(`InstrumentationKey=${KEY};IngestionEndpoint=http://127.0.0.1:9/`, { allowHttpLoopback: true })).toMatchObject({
+      ingestionEndpoint: 'http://127.0.0.1:9',
+      insecureLoopback: true,
+    });
   });
 
   it('rejects a bad string with a located error that does not contain it', () => {
-    const bad = [`InstrumentationKey=${KEY.toUpperCase()}`, 'IngestionEndpoint=https://x', `InstrumentationKey=${KEY};garbage`, `InstrumentationKey=${KEY};IngestionEndpoint=ftp://x`];
+    const bad = [
+      `InstrumentationKey=${KEY.toUpperCase()}`,
+      'IngestionEndpoint=https://x',
+      `InstrumentationKey=${KEY};garbage`,
+      `InstrumentationKey=${KEY};IngestionEndpoint=ftp://x`,
+    ];
     for (const text of bad) {
       let caught: unknown;
       try {
@@ -77,20 +109,50 @@ describe('parseConnectionString', () => {
 });
 
 describe('interpretTrackResponse', () => {
-  const body = (received: number, errors: { index: number; statusCode: number; message?: string }[]) => JSON.stringify({ itemsReceived: received, itemsAccepted: received - errors.length, errors });
+  const body = (received: number, errors: { index: number; statusCode: number; message?: string }[]) =>
+    JSON.stringify({ itemsReceived: received, itemsAccepted: received - errors.length, errors });
 
   it('accepts everything on 200', () => {
     expect(interpretTrackResponse(200, '', 3)).toMatchObject({ kind: 'items', outcomes: ['accepted', 'accepted', 'accepted'] });
   });
 
   it('on 206 retries only items that failed with a transient status', () => {
-    const r = interpretTrackResponse(206, body(7, [{ index: 1, statusCode: 500 }, { index: 2, statusCode: 400 }, { index: 3, statusCode: 429 }, { index: 4, statusCode: 439 }, { index: 5, statusCode: 503, message: 'Telemetry sampled out.' }, { index: 6, statusCode: 408 }]), 7);
+    const r = interpretTrackResponse(
+      206,
+      body(7, [
+        { index: 1, statusCode: 500 },
+        { index: 2, statusCode: 400 },
+        { index: 3, statusCode: 429 },
+        { index: 4, statusCode: 439 },
+        { index: 5, statusCode: 503, message: 'Telemetry sampled out.' },
+        { index: 6, statusCode: 408 },
+      ]),
+      7,
+    );
     expect(r).toMatchObject({ kind: 'items', outcomes: ['accepted', 'retry', 'rejected', 'retry', 'rejected', 'rejected', 'retry'] });
   });
 
   it('reads per-item errors of a 4xx/5xx answer that accounts for every item', () => {
-    expect(interpretTrackResponse(400, body(2, [{ index: 0, statusCode: 400 }, { index: 1, statusCode: 400 }]), 2)).toMatchObject({ outcomes: ['rejected', 'rejected'] });
-    expect(interpretTrackResponse(503, body(2, [{ index: 0, statusCode: 503 }, { index: 1, statusCode: 503 }]), 2)).toMatchObject({ outcomes: ['retry', 'retry'] });
+    expect(
+      interpretTrackResponse(
+        400,
+        body(2, [
+          { index: 0, statusCode: 400 },
+          { index: 1, statusCode: 400 },
+        ]),
+        2,
+      ),
+    ).toMatchObject({ outcomes: ['rejected', 'rejected'] });
+    expect(
+      interpretTrackResponse(
+        503,
+        body(2, [
+          { index: 0, statusCode: 503 },
+          { index: 1, statusCode: 503 },
+        ]),
+        2,
+      ),
+    ).toMatchObject({ outcomes: ['retry', 'retry'] });
   });
 
   it('decides for the whole request when the body does not account for the items', () => {
@@ -111,8 +173,19 @@ describe('interpretTrackResponse', () => {
 
 describe('requestFailure', () => {
   it('tells a request that never left (no duplicate possible) from one that may have arrived', () => {
-    expect(requestFailure(Object.assign(new TypeError('fetch failed'), { cause: { code: 'ECONNREFUSED' } }))).toMatchObject({ retriable: true, ambiguous: false });
-    expect(requestFailure(Object.assign(new Error('timeout'), { name: 'TimeoutError' }))).toMatchObject({ retriable: true, ambiguous: true });
-    expect(requestFailure(Object.assign(new TypeError('fetch failed'), { cause: { code: 'UND_ERR_SOCKET' } }))).toMatchObject({ retriable: true, ambiguous: true });
+    expect(requestFailure(Object.assign(new TypeError('fetch failed'), { cause: { code: 'ECONNREFUSED' } }))).toMatchObject({
+      retriable: true,
+      ambiguous: false,
+    });
+    expect(requestFailure(new DOMException('The operation was aborted due to timeout', 'TimeoutError'))).toEqual({
+      kind: 'failed',
+      retriable: true,
+      ambiguous: true,
+      error: 'request failed: TimeoutError',
+    });
+    expect(requestFailure(Object.assign(new TypeError('fetch failed'), { cause: { code: 'UND_ERR_SOCKET' } }))).toMatchObject({
+      retriable: true,
+      ambiguous: true,
+    });
   });
 });

@@ -11,7 +11,7 @@ import { createSinks } from '../../../../agent/sinks/index.js';
 import { OtelSink } from '../../../../agent/sinks/otel/otel-sink.js';
 import { deepMerge, waitFor } from '../../../helpers/test-agent.js';
 import { installLoopbackGuard, IngestionReceiver, otlpLogRecords, otlpMetricPoints } from '../../../helpers/ingestion-receiver.js';
-import { alertRecord, auditRecord } from './records.js';
+import { alertRecord, auditRecord } from '../../../fixtures/records.js';
 
 const guard = installLoopbackGuard();
 let receiver: IngestionReceiver;
@@ -51,11 +51,36 @@ function config(over: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = {})
 const CID = 'c'.repeat(64);
 const samples = (): ResourceSampleEvent[] => [
   {
-    kind: 'resource_sample', ts: Date.now(), scope: 'container', containerId: CID,
+    kind: 'resource_sample',
+    ts: Date.now(),
+    scope: 'container',
+    containerId: CID,
     container: { id: CID, name: 'web', image: 'acr.example.io/web:1', imageId: 'sha256:x' },
-    cpuCores: 0.25, cpuPercent: 25, memoryBytes: 50e6, memoryLimitBytes: 100e6, memoryPercent: 50, networkRxBytes: 1000, networkTxBytes: 2000, blockReadBytes: 4096, blockWriteBytes: 8192, pids: 7,
+    cpuCores: 0.25,
+    cpuPercent: 25,
+    memoryBytes: 50e6,
+    memoryLimitBytes: 100e6,
+    memoryPercent: 50,
+    networkRxBytes: 1000,
+    networkTxBytes: 2000,
+    blockReadBytes: 4096,
+    blockWriteBytes: 8192,
+    pids: 7,
   },
-  { kind: 'resource_sample', ts: Date.now(), scope: 'host', cpuPercent: 10, memoryBytes: 1e9, memoryLimitBytes: 4e9, memoryPercent: 25, load1: 0.5, diskUsedBytes: 10e9, diskTotalBytes: 40e9, networkRxBytes: 5, networkTxBytes: 6 },
+  {
+    kind: 'resource_sample',
+    ts: Date.now(),
+    scope: 'host',
+    cpuPercent: 10,
+    memoryBytes: 1e9,
+    memoryLimitBytes: 4e9,
+    memoryPercent: 25,
+    load1: 0.5,
+    diskUsedBytes: 10e9,
+    diskTotalBytes: 40e9,
+    networkRxBytes: 5,
+    networkTxBytes: 6,
+  },
 ];
 
 describe('OtelSink', () => {
@@ -63,21 +88,36 @@ describe('OtelSink', () => {
     const sink = new OtelSink({ config: config(), log: createLogger({ write: () => {} }), notify: () => {} });
     expect(sink.name).toBe('otel:azure-monitor+otlp');
     expect(await sink.deliver([alertRecord(1), auditRecord(2)])).toEqual({ ok: true });
-    await waitFor(() => receiver.events().length >= 2 && otlpLogRecords(receiver).length >= 2, 10_000, () => JSON.stringify(sink.stats()));
+    await waitFor(
+      () => receiver.events().length >= 2 && otlpLogRecords(receiver).length >= 2,
+      10_000,
+      () => JSON.stringify(sink.stats()),
+    );
     await sink.shutdown();
 
     const alert = receiver.events('RunwatchAlert').find((e) => e.data.baseData.properties?.id === alertRecord(1).id)!;
     expect(alert.name).toBe('Microsoft.ApplicationInsights.Event');
     expect(alert.iKey).toBe('00000000-0000-4000-8000-000000000001');
     expect(alert.tags).toMatchObject({ 'ai.cloud.role': 'runwatch', 'ai.cloud.roleInstance': 'node-1' });
-    expect(alert.data.baseData.properties).toMatchObject({ rule: 'Unexpected Process', severity: 'high', 'container.id': CID, 'container.image': 'acr.example.io/web:1', 'process.exe': '/usr/bin/nc' });
+    expect(alert.data.baseData.properties).toMatchObject({
+      rule: 'Unexpected Process',
+      severity: 'high',
+      'container.id': CID,
+      'container.image': 'acr.example.io/web:1',
+      'process.exe': '/usr/bin/nc',
+    });
     const audit = receiver.events('RunwatchAudit').find((e) => e.data.baseData.properties?.id === auditRecord(2).id)!;
     expect(audit.data.baseData.properties).toMatchObject({ rule: 'docker.exec', 'docker.action': 'exec_create', 'docker.hostUser.user': 'alice' });
 
     const logs = otlpLogRecords(receiver);
     const otlpAlert = logs.find((l) => l.attributes.id === alertRecord(1).id)!;
     expect(otlpAlert).toMatchObject({ eventName: 'RunwatchAlert', severityText: 'HIGH', body: alertRecord(1).message });
-    expect(otlpAlert.attributes).toMatchObject({ 'microsoft.custom_event.name': 'RunwatchAlert', 'process.pid': 4242, 'process.args': ['nc', '-l', '-p', '4444'], 'container.name': 'web' });
+    expect(otlpAlert.attributes).toMatchObject({
+      'microsoft.custom_event.name': 'RunwatchAlert',
+      'process.pid': 4242,
+      'process.args': ['nc', '-l', '-p', '4444'],
+      'container.name': 'web',
+    });
   });
 
   it('exports resource samples as semantic-convention metrics with container attributes, and counts points not accepted', async () => {
@@ -87,14 +127,33 @@ describe('OtelSink', () => {
     await sink.flush();
     const azure = receiver.metrics().slice(before);
     const byName = (n: string) => azure.filter((e) => e.data.baseData.metrics?.[0].name === n);
-    expect(byName('container.cpu.usage')[0].data.baseData).toMatchObject({ metrics: [{ name: 'container.cpu.usage', value: 0.25 }], properties: { 'container.id': CID, 'container.name': 'web', 'container.image.name': 'acr.example.io/web' } });
+    expect(byName('container.cpu.usage')[0].data.baseData).toMatchObject({
+      metrics: [{ name: 'container.cpu.usage', value: 0.25 }],
+      properties: { 'container.id': CID, 'container.name': 'web', 'container.image.name': 'acr.example.io/web' },
+    });
     expect(byName('container.memory.usage')[0].data.baseData.metrics?.[0].value).toBe(50e6);
-    expect(byName('container.network.io').map((e) => e.data.baseData.properties?.['network.io.direction']).sort()).toEqual(['receive', 'transmit']);
+    expect(
+      byName('container.network.io')
+        .map((e) => e.data.baseData.properties?.['network.io.direction'])
+        .sort(),
+    ).toEqual(['receive', 'transmit']);
     expect(byName('container.disk.io')).toHaveLength(2);
-    for (const n of ['container.memory.limit', 'container.pids.count', 'system.cpu.utilization', 'system.memory.usage', 'system.filesystem.usage', 'system.network.io', 'system.cpu.load_average.1m']) expect(byName(n).length, n).toBeGreaterThan(0);
+    for (const n of [
+      'container.memory.limit',
+      'container.pids.count',
+      'system.cpu.utilization',
+      'system.memory.usage',
+      'system.filesystem.usage',
+      'system.network.io',
+      'system.cpu.load_average.1m',
+    ])
+      expect(byName(n).length, n).toBeGreaterThan(0);
     const otlpNames = new Set(otlpMetricPoints(receiver).map((p) => p.name));
     expect(otlpNames).toContain('container.cpu.usage');
-    expect(otlpMetricPoints(receiver).find((p) => p.name === 'container.memory.usage')?.attributes).toMatchObject({ 'container.id': CID, 'container.image.name': 'acr.example.io/web' });
+    expect(otlpMetricPoints(receiver).find((p) => p.name === 'container.memory.usage')?.attributes).toMatchObject({
+      'container.id': CID,
+      'container.image.name': 'acr.example.io/web',
+    });
 
     // Partial success on the metric path: the points the endpoint refused are counted as dropped.
     receiver.mode = { kind: 'partial', itemStatus: (e) => (e.data.baseData.metrics?.[0].name === 'container.pids.count' ? 400 : undefined) };
@@ -133,9 +192,17 @@ describe('the connection string never leaks', () => {
     const cfg = config({ outputs: { azureMonitor: { connectionString: '${APPINSIGHTS_TEST_CS}' }, otlp: { endpoint: '' } } }, { APPINSIGHTS_TEST_CS: secret });
     expect(cfg.outputs.azureMonitor.connectionString).toBe(secret);
     receiver.mode = { kind: 'status', status: 503 };
-    const sink = new OtelSink({ config: cfg, log, notify: (rule, message, details) => log.warn('notice', { rule, message, details: JSON.stringify(details) }) });
+    const sink = new OtelSink({
+      config: cfg,
+      log,
+      notify: (rule, message, details) => log.warn('notice', { rule, message, details: JSON.stringify(details) }),
+    });
     await sink.deliver([alertRecord(50)]);
-    await waitFor(() => Number(sink.stats()['azure-monitor.failedRequests']) >= 2, 10_000, () => JSON.stringify(sink.stats()));
+    await waitFor(
+      () => Number(sink.stats()['azure-monitor.requests']) >= 2,
+      10_000,
+      () => JSON.stringify(sink.stats()),
+    );
     log.error('debugging aid gone wrong', { cs: secret, key });
     const dump = JSON.stringify(redactValue(cfg));
     const stats = JSON.stringify(sink.stats());

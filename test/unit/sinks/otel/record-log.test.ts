@@ -2,7 +2,7 @@ import { SeverityNumber } from '@opentelemetry/api-logs';
 import { describe, expect, it } from 'vitest';
 import { runwatchResource } from '../../../../agent/sinks/otel/otel-resource.js';
 import { CUSTOM_EVENT_ATTRIBUTE, flattenRecord, toLogRecord } from '../../../../agent/sinks/otel/record-log.js';
-import { alertRecord, auditRecord } from './records.js';
+import { alertRecord, auditRecord } from '../../../fixtures/records.js';
 
 describe('flattenRecord', () => {
   it('turns nested record fields into dotted names a KQL query can use directly', () => {
@@ -33,7 +33,12 @@ describe('flattenRecord', () => {
       'details.port': 4444,
       id: alertRecord(7).id,
     });
-    expect(flattenRecord(auditRecord(1))).toMatchObject({ 'docker.action': 'exec_create', 'docker.hostUser.uid': 1000, 'docker.hostUser.user': 'alice', 'docker.command': 'sh -c id' });
+    expect(flattenRecord(auditRecord(1))).toMatchObject({
+      'docker.action': 'exec_create',
+      'docker.hostUser.uid': 1000,
+      'docker.hostUser.user': 'alice',
+      'docker.command': 'sh -c id',
+    });
   });
 
   it('carries grouping counts', () => {

@@ -1,0 +1,92 @@
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { docker, dockerExec, runContainer, TOOLS_IMAGE } from '../helpers/docker.js';
+import { startTestAgent, waitFor } from '../helpers/test-agent.js';
+
+const RULES = path.resolve('test/fixtures/rules/process');
+
+function processAgent(extra: Record<string, unknown> = {}) {
+  return startTestAgent({ rules: { paths: [RULES] }, sensors: { process: { enabled: true, ...extra } } });
+}
+
+describe('process sensor (real kernel events, real containers)', () => {
+  it('gives no alert for the allowed entrypoint, and process.not_allowed with exe, args and parent for a docker exec of another binary', async () => {
+    const t = await processAgent();
+    const id = await runContainer({ image: TOOLS_IMAGE, cmd: ['/usr/bin/sleep', '300'] });
+    await dockerExec(id, ['/bin/sh', '-c', '/usr/bin/whoami; /usr/bin/true']);
+    const rec = await t.waitForRecord((r) => r.rule === 'process.not_allowed' && r.container?.id === id && r.process?.exe === '/usr/bin/whoami');
+    expect(rec.process?.args).toEqual(['/usr/bin/whoami']);
+    expect(rec.process?.ancestors[0]).toMatchObject({ exe: '/bin/busybox', comm: 'sh' });
+    expect(rec.process?.ppid).toBe(rec.process?.ancestors[0].pid);
+    expect(rec.process?.user).toBe('root');
+    expect(rec.profile).toBe('tools-process-test');
+    expect(rec.allowHint).toContain('/usr/bin/whoami');
+    expect(rec.container?.image).toBe(TOOLS_IMAGE);
+    // The allowed ones gave nothing.
+    const flagged = t.records.filter((r) => r.rule === 'process.not_allowed' && r.container?.id === id).map((r) => r.process?.exe);
+    expect(flagged).not.toContain('/usr/bin/sleep');
+    expect(flagged).not.toContain('/usr/bin/true');
+  });
+
+  it('reports process.drift for a binary copied into the container and run', async () => {
+    const t = await processAgent();
+    const id = await runContainer({ image: TOOLS_IMAGE, cmd: ['/usr/bin/sleep', '300'] });
+    await dockerExec(id, ['/bin/sh', '-c', 'cp /usr/bin/true /tmp/dropped && chmod +x /tmp/dropped && /tmp/dropped']);
+    const rec = await t.waitForRecord((r) => r.rule === 'process.drift' && r.container?.id === id);
+    expect(rec.process?.exe).toBe('/tmp/dropped');
+    expect(rec.severity).toBe('high');
+    // /usr/bin/true from the image is not drift.
+    expect(t.records.some((r) => r.rule === 'process.drift' && r.process?.exe === '/usr/bin/true')).toBe(false);
+  });
+
+  it('names the host user behind docker exec in the audit record', async () => {
+    const t = await processAgent();
+    const id = await runContainer({ image: TOOLS_IMAGE, cmd: ['/usr/bin/sleep', '300'] });
+    await dockerExec(id, ['/usr/bin/id']);
+    const rec = await t.waitForRecord((r) => r.rule === 'audit.exec' && r.docker?.action === 'exec_start' && r.container?.id === id);
+    expect(rec.docker?.hostUser).toMatchObject({ uid: process.getuid!() });
+    expect(rec.docker?.hostUser?.command).toContain(`exec ${id} /usr/bin/id`);
+    expect(rec.message).toContain('host user');
+  });
+
+  it('survives an exec storm in a container and accounts for every exec', async () => {
+    const t = await processAgent();
+    const id = await runContainer({ image: TOOLS_IMAGE, cmd: ['/usr/bin/sleep', '300'] });
+    const n = 2000;
+    await dockerExec(id, ['/bin/sh', '-c', `i=0; while [ $i -lt ${n} ]; do /usr/bin/true; i=$((i+1)); done`]);
+    const health = () => (t.agent.health() as { sensors: { process: { state: string; details: { containerExecs: number; kernelLost: number; queueDrops: number } } } }).sensors.process;
+    // Every exec of the storm is either seen or counted as lost.
+    await waitFor(() => health().details.containerExecs + health().details.kernelLost + health().details.queueDrops >= n, 30_000, () => `execs accounted: ${JSON.stringify(health().details)}`);
+    expect(health().state).toBe('running');
+    const lost = health().details.kernelLost + health().details.queueDrops;
+    if (lost > 0) await t.waitForRecord((r) => r.rule === 'sensor.events_lost', 10_000);
+    // Still working after the storm.
+    await dockerExec(id, ['/usr/bin/whoami']);
+    await t.waitForRecord((r) => r.rule === 'process.not_allowed' && r.process?.exe === '/usr/bin/whoami' && r.container?.id === id);
+  });
+
+  it('leaves no thread or netlink socket behind when the agent stops', async () => {
+    const threads = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+    const netlinkFds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:') ; } catch { return false; } }).length;
+    const before = { threads: threads(), sockets: netlinkFds() };
+    const t = await processAgent();
+    expect(threads()).toBeGreaterThan(before.threads);
+    await t.stop();
+    await waitFor(() => threads() <= before.threads && netlinkFds() <= before.sockets, 5000, () => `threads ${threads()} (before ${before.threads}), sockets ${netlinkFds()} (before ${before.sockets})`);
+  });
+});
+
+describe('process sensor fallback', () => {
+  it('scans /proc when told to, and says coverage is partial', async () => {
+    const t = await processAgent({ source: 'procfs', procfsIntervalMs: 100 });
+    const h = (t.agent.health() as { sensors: { process: { state: string; lastError?: string; details: { coverage: string; source: string } } } }).sensors.process;
+    expect(h.details).toMatchObject({ source: 'procfs', coverage: 'partial' });
+    expect(h.state).toBe('degraded');
+    // A process that lives long enough for a scan is seen and checked like any other.
+    const id = await runContainer({ image: TOOLS_IMAGE, cmd: ['/usr/bin/sleep', '300'] });
+    await docker(['exec', '-d', id, '/bin/sh', '-c', '/usr/bin/sleep 30 | /usr/bin/head -n 1']);
+    const rec = await t.waitForRecord((r) => r.rule === 'process.not_allowed' && r.container?.id === id && r.process?.exe === '/usr/bin/head');
+    expect(rec.process?.args).toEqual(['/usr/bin/head', '-n', '1']);
+  });
+});
