@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
@@ -6,8 +6,9 @@ import { parseConfig } from '../../agent/config/load.js';
 import type { FileChangeEvent, RunwatchRecord } from '../../agent/events/types.js';
 import { createLogger, silentLogger } from '../../agent/log.js';
 import { Agent } from '../../agent/main.js';
+import { processInotifyWatches } from '../../agent/sensors/file/inotify-stats.js';
 import { isInUpperLayer } from '../../agent/sensors/file/upper-layer.js';
-import { docker, dockerExec, runContainer } from '../helpers/docker.js';
+import { docker, dockerExec, runContainer, TOOLS_IMAGE } from '../helpers/docker.js';
 import { deepMerge, MemorySink, waitFor, type TestAgent } from '../helpers/test-agent.js';
 
 const PROFILE = `apiVersion: runwatch/v1
@@ -68,29 +69,28 @@ async function startFileAgent(overrides: Record<string, unknown> = {}): Promise<
     records: sink.records,
     stateDir,
     stop,
-    waitForRecord: (pred, timeoutMs = 15_000) => waitFor(() => sink.records.find(pred), timeoutMs, () => `a matching record; got rules: ${sink.records.map((r) => r.rule).join(', ') || 'none'}`),
+    waitForRecord: (pred, timeoutMs = 15_000) =>
+      waitFor(
+        () => sink.records.find(pred),
+        timeoutMs,
+        () => `a matching record; got rules: ${sink.records.map((r) => r.rule).join(', ') || 'none'}`,
+      ),
     get events() {
       return fileEvents();
     },
-    waitForEvent: (pred, what) => waitFor(() => fileEvents().find(pred), 15_000, () => `${what}; got ${events.map((e) => `${e.op} ${e.path}`).join(', ') || 'no file events'}`),
+    waitForEvent: (pred, what) =>
+      waitFor(
+        () => fileEvents().find(pred),
+        15_000,
+        () => `${what}; got ${events.map((e) => `${e.op} ${e.path}`).join(', ') || 'no file events'}`,
+      ),
   };
 }
 
 const of = (id: string, op: FileChangeEvent['op'], p: string) => (e: FileChangeEvent) => e.containerId === id && e.op === op && e.path === p;
 
-/** Inode numbers of every directory the kernel watches for this process (from /proc/self/fdinfo). */
-function kernelWatchedInodes(): Set<number> {
-  const out = new Set<number>();
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) !== 'anon_inode:inotify') continue;
-      for (const m of readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8').matchAll(/^inotify wd:\S+ ino:([0-9a-f]+)/gm)) out.add(parseInt(m[1], 16));
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return out;
-}
+/** Inode numbers of every directory the kernel watches for this process. */
+const kernelWatchedInodes = () => new Set(processInotifyWatches());
 
 function dirInodes(root: string): number[] {
   const out = [statSync(root).ino];
@@ -121,14 +121,21 @@ describe('file sensor (real containers, overlay upper layer)', () => {
     await dockerExec(id, ['chmod', 'u+s', '/bin/busybox']);
     const chmod = await t.waitForEvent(of(id, 'chmod', '/bin/busybox'), 'chmod u+s of the image binary');
     expect(chmod.mode! & 0o4000).toBe(0o4000);
+    expect(chmod.previousMode! & 0o4000).toBe(0);
 
     await dockerExec(id, ['sh', '-c', 'mkdir -p /var/noise && echo x > /var/noise/f && echo y > /tmp/after-noise']);
     await t.waitForEvent(of(id, 'create', '/tmp/after-noise'), 'create /tmp/after-noise');
     expect(t.events.filter((e) => e.containerId === id && e.path.startsWith('/var/noise'))).toEqual([]);
 
     // The rules engine's verdicts on the same events: everything outside files.write, nothing inside it.
-    const alert = (op: string, p: string) => t.waitForRecord((r) => r.rule === 'file.write_not_allowed' && r.container?.id === id && r.file?.op === op && r.file.path === p);
-    expect(await alert('create', '/etc/new-file')).toMatchObject({ kind: 'alert', profile: 'file-sensor-test', decidedBy: 'files.write', container: { image: 'runwatch-test/busybox:1' } });
+    const alert = (op: string, p: string) =>
+      t.waitForRecord((r) => r.rule === 'file.write_not_allowed' && r.container?.id === id && r.file?.op === op && r.file.path === p);
+    expect(await alert('create', '/etc/new-file')).toMatchObject({
+      kind: 'alert',
+      profile: 'file-sensor-test',
+      decidedBy: 'files.write',
+      container: { image: 'runwatch-test/busybox:1' },
+    });
     await alert('modify', '/etc/runwatch-image-file');
     await alert('delete', '/etc/runwatch-image-file');
     expect((await alert('chmod', '/bin/busybox')).file?.mode).toBe('4755');
@@ -139,7 +146,11 @@ describe('file sensor (real containers, overlay upper layer)', () => {
   it('sees files written into directories created at the same moment (mkdir -p a/b/c && echo x > a/b/c/f)', async () => {
     const t = await startFileAgent();
     const id = await runContainer();
-    await dockerExec(id, ['sh', '-c', 'for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do mkdir -p /srv/t$i/b/c && echo x > /srv/t$i/b/c/f; done']);
+    await dockerExec(id, [
+      'sh',
+      '-c',
+      'for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do mkdir -p /srv/t$i/b/c && echo x > /srv/t$i/b/c/f; done',
+    ]);
     for (let i = 1; i <= 20; i++) await t.waitForEvent(of(id, 'create', `/srv/t${i}/b/c/f`), `create /srv/t${i}/b/c/f`);
     expect(t.events.filter((e) => e.containerId === id && e.path.endsWith('/c/f')).map((e) => e.op)).not.toContain('delete');
   });
@@ -160,6 +171,30 @@ describe('file sensor (real containers, overlay upper layer)', () => {
     expect(early.discovered).toBe(true);
     await dockerExec(id, ['sh', '-c', 'echo y > /opt/early/g']);
     expect((await t.waitForEvent(of(id, 'create', '/opt/early/g'), 'a write after start')).discovered).toBeUndefined();
+  });
+
+  it('does not report the mount points Docker makes, and cannot see writes into mounts (documented limit)', async () => {
+    const t = await startFileAgent();
+    const vol = mkdtempSync(path.join(tmpdir(), 'rw-file-vol-'));
+    onTestFinished(() => rmSync(vol, { recursive: true, force: true }));
+    const id = await runContainer({ flags: ['-v', `${vol}:/srv/data`, '--tmpfs', '/scratch'] });
+    await dockerExec(id, ['sh', '-c', 'echo x > /srv/data/in-volume && echo y > /scratch/in-tmpfs && echo z > /srv/beside']);
+    await t.waitForEvent(of(id, 'create', '/srv/beside'), 'the write beside the mounts');
+    const paths = t.events.filter((e) => e.containerId === id).map((e) => e.path);
+    expect(paths).not.toContain('/srv');
+    expect(paths).not.toContain('/srv/data');
+    expect(paths).not.toContain('/scratch');
+    expect(paths.filter((p) => p.startsWith('/srv/data/') || p.startsWith('/scratch/'))).toEqual([]);
+  });
+
+  it('names the process running in the container when the process sensor is on', async () => {
+    const t = await startFileAgent({ sensors: { process: { enabled: true } } });
+    const id = await runContainer({ image: TOOLS_IMAGE, cmd: ['sleep', 'infinity'] });
+    await dockerExec(id, ['sh', '-c', 'echo x > /etc/written-by-sh']);
+    const ev = await t.waitForEvent(of(id, 'create', '/etc/written-by-sh'), 'the write');
+    // A process of this container, as the lookup knows it (not necessarily the writer: the layer does not say who wrote).
+    expect(ev.process?.exe).toMatch(/^\/(bin\/busybox|bin\/sh|usr\/bin\/sleep)$/);
+    expect(ev.process?.pid).toBeGreaterThan(0);
   });
 
   it('answers process.drift questions: is a path in the container layer', async () => {
@@ -197,7 +232,11 @@ describe('file sensor (real containers, overlay upper layer)', () => {
       },
     });
     const id = await runContainer();
-    await dockerExec(id, ['sh', '-c', 'for d in 0 1 2 3 4; do mkdir -p /storm/d$d; i=0; while [ $i -lt 200 ]; do echo x > /storm/d$d/f$i; i=$((i+1)); done; done']);
+    await dockerExec(id, [
+      'sh',
+      '-c',
+      'for d in 0 1 2 3 4; do mkdir -p /storm/d$d; i=0; while [ $i -lt 200 ]; do echo x > /storm/d$d/f$i; i=$((i+1)); done; done',
+    ]);
     for (let d = 0; d < 5; d++) await t.waitForEvent(of(id, 'create', `/storm/d${d}/f199`), `the storm's last file in d${d}`);
     await t.stop();
     const stormRecords = t.records.filter((r) => r.rule === 'file.write_not_allowed' && r.container?.id === id);
@@ -214,17 +253,37 @@ describe('file sensor (real containers, overlay upper layer)', () => {
     const opened0 = health().watchesOpened;
     const closed0 = health().watchesClosed;
     const upperIno = statSync(upper).ino;
-    await waitFor(() => kernelWatchedInodes().has(upperIno), 15_000, () => 'the first watch');
+    await waitFor(
+      () => kernelWatchedInodes().has(upperIno),
+      15_000,
+      () => 'the first watch',
+    );
     for (let i = 0; i < 50; i++) {
       await docker(['stop', '-t', '0', id]);
-      await waitFor(() => !kernelWatchedInodes().has(upperIno), 15_000, () => `watch closed after stop ${i + 1}`);
+      await waitFor(
+        () => !kernelWatchedInodes().has(upperIno),
+        15_000,
+        () => `watch closed after stop ${i + 1}`,
+      );
       await docker(['start', id]);
-      await waitFor(() => kernelWatchedInodes().has(upperIno), 15_000, () => `watch opened after start ${i + 1}`);
+      await waitFor(
+        () => kernelWatchedInodes().has(upperIno),
+        15_000,
+        () => `watch opened after start ${i + 1}`,
+      );
     }
     const ours = dirInodes(upper);
-    await waitFor(() => ours.filter((ino) => kernelWatchedInodes().has(ino)).length === ours.length, 15_000, () => 'every directory watched while running');
+    await waitFor(
+      () => ours.filter((ino) => kernelWatchedInodes().has(ino)).length === ours.length,
+      15_000,
+      () => 'every directory watched while running',
+    );
     await docker(['stop', '-t', '0', id]);
-    await waitFor(() => !kernelWatchedInodes().has(upperIno), 15_000, () => 'watch closed after the last stop');
+    await waitFor(
+      () => !kernelWatchedInodes().has(upperIno),
+      15_000,
+      () => 'watch closed after the last stop',
+    );
     expect(ours.filter((ino) => kernelWatchedInodes().has(ino))).toEqual([]);
     expect(health().watchesOpened - opened0).toBeGreaterThanOrEqual(50);
     expect(health().watchesClosed - closed0).toBeGreaterThanOrEqual(51);

@@ -51,6 +51,10 @@ export function toContainerInfo(c: Docker.ContainerInspectInfo, image: ImageFact
   if (graph.UpperDir) info.upperDir = graph.UpperDir;
   if (graph.MergedDir) info.mergedDir = graph.MergedDir;
   if (graph.LowerDir) info.lowerDirs = graph.LowerDir.split(':');
+  // `--tmpfs` mounts are not in Mounts; the file sensor needs them (Docker makes their mount points in the writable layer).
+  for (const [destination, options] of Object.entries(hc.Tmpfs ?? {})) {
+    if (!info.mounts.some((m) => m.destination === destination)) info.mounts.push({ type: 'tmpfs', source: '', destination, readOnly: /(^|,)ro(,|$)/.test(options) });
+  }
   if (hc.CgroupParent) info.cgroupParent = hc.CgroupParent;
   return info;
 }

@@ -3,19 +3,26 @@ import type { Logger } from '../../log.js';
 import type { InventoryChange } from '../../pipeline/container-inventory.js';
 import type { Sensor, SensorContext, SensorHealth } from '../sensor.js';
 import { IgnoreMatcher } from './ignore-matcher.js';
-import { countProcessInotifyWatches } from './inotify-stats.js';
-import { UpperLayerWatch, type Baseline, type WatchBudget } from './upper-layer-watch.js';
+import { processInotifyWatches } from './inotify-stats.js';
+import { UpperLayerWatch, type Baseline, type UpperLayerWatchStats, type WatchBudget } from './upper-layer-watch.js';
 
 export interface FileSensorOptions {
   maxWatchedDirsPerContainer: number;
   maxWatchedDirsTotal: number;
   ignore: readonly string[];
   groupDepth: number;
+  /** An event-loop stall this long may have overflowed the kernel's inotify queue; default 1000 ms. */
+  stallMs?: number;
+  /** At most one full rescan per this interval; default 30 s. */
+  rescanCooldownMs?: number;
 }
 
 /** Stopped containers whose last known layer state is kept, so a restart (or a crash loop) re-reports only differences. */
 const RETAINED_CONTAINERS = 32;
 const RETAINED_ENTRIES_MAX = 200_000;
+/** Above this share of the event queue, watches pause instead of pushing (and losing) more. */
+const QUEUE_HIGH_WATER = 0.5;
+const STALL_CHECK_MS = 200;
 
 /**
  * What each running container writes, from its overlay upper layer, as `file_change` events. Follows the
@@ -31,8 +38,23 @@ export class FileSensor implements Sensor {
   private readonly budget: WatchBudget;
   private readonly ignore: IgnoreMatcher;
   private unsubscribe: (() => void) | undefined;
+  private stallTimer: NodeJS.Timeout | undefined;
+  private rescanDue = false;
+  private lastRescanAt = -Infinity;
   private state: SensorHealth['state'] = 'stopped';
-  private readonly stats = { emitted: 0, dropped: 0, watchesOpened: 0, watchesClosed: 0, noUpperLayer: 0, limitNotices: 0, unwatchedDirsClosed: 0 };
+  /** Counters of watches already closed, so health totals are cumulative. */
+  private readonly closedTotals = { ignored: 0, errors: 0, changesAfterStop: 0, backpressureWaits: 0 };
+  private readonly stats = {
+    emitted: 0,
+    dropped: 0,
+    watchesOpened: 0,
+    watchesClosed: 0,
+    noUpperLayer: 0,
+    limitNotices: 0,
+    unwatchedDirsClosed: 0,
+    loopStalls: 0,
+    rescans: 0,
+  };
 
   constructor(private readonly opts: FileSensorOptions) {
     this.budget = { perContainer: opts.maxWatchedDirsPerContainer, total: opts.maxWatchedDirsTotal, used: 0 };
@@ -46,12 +68,40 @@ export class FileSensor implements Sensor {
     this.unsubscribe = ctx.inventory.subscribe((change) => this.onInventory(change));
     for (const info of ctx.inventory.list()) this.watch(info);
     await Promise.all([...this.watches.values()].map((w) => w.whenIdle()));
+    this.startStallCheck();
     this.state = 'running';
+  }
+
+  /**
+   * libuv drops inotify's queue-overflow notice, so a lost event cannot be seen, only suspected: when the
+   * event loop stood still long enough for the kernel queue (fs.inotify.max_queued_events) to fill, every
+   * watched directory is read again and compared with what is known, so nothing stays lost.
+   */
+  private startStallCheck(): void {
+    const stallMs = this.opts.stallMs ?? 1000;
+    const cooldownMs = this.opts.rescanCooldownMs ?? 30_000;
+    let last = performance.now();
+    this.stallTimer = setInterval(() => {
+      const now = performance.now();
+      if (now - last - STALL_CHECK_MS > stallMs) {
+        this.stats.loopStalls++;
+        this.rescanDue = true;
+      }
+      last = now;
+      if (this.rescanDue && now - this.lastRescanAt >= cooldownMs) {
+        this.rescanDue = false;
+        this.lastRescanAt = now;
+        this.stats.rescans++;
+        for (const w of this.watches.values()) w.rescan();
+      }
+    }, STALL_CHECK_MS);
+    this.stallTimer.unref();
   }
 
   async stop(): Promise<void> {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+    clearInterval(this.stallTimer);
     for (const id of [...this.watches.keys()]) this.unwatch(id);
     this.retained.clear();
     this.state = 'stopped';
@@ -59,30 +109,26 @@ export class FileSensor implements Sensor {
 
   health(): SensorHealth {
     let unwatchedDirs = 0;
-    let afterStop = 0;
-    let statErrors = 0;
-    let ignored = 0;
+    const totals = { ...this.closedTotals };
     for (const w of this.watches.values()) {
       unwatchedDirs += w.stats.unwatchedDirs;
-      afterStop += w.stats.afterStop;
-      statErrors += w.stats.statErrors + w.stats.watchErrors;
-      ignored += w.stats.ignored;
+      addCounts(totals, w.stats);
     }
     const degraded = unwatchedDirs > 0;
     const { emitted, dropped, ...rest } = this.stats;
     return {
       state: degraded && this.state === 'running' ? 'degraded' : this.state,
-      lastError: degraded ? `${unwatchedDirs} directories of running containers are not watched (sensors.file.maxWatchedDirsPerContainer/maxWatchedDirsTotal or fs.inotify.max_user_watches): changes inside them are not seen` : undefined,
+      lastError: degraded
+        ? `${unwatchedDirs} directories of running containers are not watched (sensors.file.maxWatchedDirsPerContainer/maxWatchedDirsTotal or fs.inotify.max_user_watches): changes inside them are not seen`
+        : undefined,
       emitted,
       dropped,
       details: {
         containers: this.watches.size,
         watchedDirs: this.budget.used,
         unwatchedDirs,
-        processInotifyWatches: countProcessInotifyWatches(),
-        ignored,
-        errors: statErrors,
-        changesAfterStop: afterStop,
+        processInotifyWatches: processInotifyWatches()?.length ?? -1,
+        ...totals,
         retainedContainers: this.retained.size,
         ...rest,
       },
@@ -115,7 +161,8 @@ export class FileSensor implements Sensor {
     if (this.watches.has(info.id) || !this.unsubscribe) return;
     if (!info.upperDir) {
       this.stats.noUpperLayer++;
-      if (this.stats.noUpperLayer <= 5) this.log.warn('container has no overlay2 upper layer; its file changes are not seen', { container: info.id.slice(0, 12) });
+      if (this.stats.noUpperLayer <= 5)
+        this.log.warn('container has no overlay2 upper layer; its file changes are not seen', { container: info.id.slice(0, 12) });
       return;
     }
     const kept = this.retained.get(info.id);
@@ -126,6 +173,7 @@ export class FileSensor implements Sensor {
       budget: this.budget,
       groupDepth: this.opts.groupDepth,
       emit: (ev) => this.emit(ev),
+      canEmit: () => this.ctx.queue.length < this.ctx.queue.capacity * QUEUE_HIGH_WATER,
       onLimit: (w, reason) => this.onLimit(w, info, reason),
       baseline: kept?.upperDir === info.upperDir ? kept.baseline : undefined,
     });
@@ -139,6 +187,7 @@ export class FileSensor implements Sensor {
     if (!watch) return;
     this.watches.delete(id);
     this.stats.unwatchedDirsClosed += watch.stats.unwatchedDirs;
+    addCounts(this.closedTotals, watch.stats);
     const baseline = watch.close();
     this.stats.watchesClosed++;
     if (baseline.size === 0 || baseline.size > RETAINED_ENTRIES_MAX) return;
@@ -156,7 +205,12 @@ export class FileSensor implements Sensor {
       rule: 'sensor.file_watch_limit',
       severity: 'medium',
       message: `file sensor: ${reason}`,
-      details: { watchedDirs: watch.stats.watchedDirs, totalWatchedDirs: this.budget.used, maxPerContainer: this.budget.perContainer, maxTotal: this.budget.total },
+      details: {
+        watchedDirs: watch.stats.watchedDirs,
+        totalWatchedDirs: this.budget.used,
+        maxPerContainer: this.budget.perContainer,
+        maxTotal: this.budget.total,
+      },
     };
     this.push(ev);
   }
@@ -171,4 +225,11 @@ export class FileSensor implements Sensor {
     if (this.ctx.queue.push(ev)) this.stats.emitted++;
     else this.stats.dropped++;
   }
+}
+
+function addCounts(into: { ignored: number; errors: number; changesAfterStop: number; backpressureWaits: number }, s: UpperLayerWatchStats): void {
+  into.ignored += s.ignored;
+  into.errors += s.statErrors + s.watchErrors;
+  into.changesAfterStop += s.afterStop;
+  into.backpressureWaits += s.backpressureWaits;
 }

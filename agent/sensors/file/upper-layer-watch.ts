@@ -43,6 +43,8 @@ export interface UpperLayerWatchOptions {
   /** Directory levels kept in `pathPrefix`. */
   groupDepth: number;
   emit: (ev: FileChangeEvent) => void;
+  /** False while the event queue is nearly full: work waits (the changes stay on disk and in `pending`) instead of being dropped. */
+  canEmit: () => boolean;
   /** Called once, the first time a directory is left unwatched because a limit was reached. */
   onLimit: (watch: UpperLayerWatch, reason: string) => void;
   baseline?: Baseline;
@@ -57,12 +59,15 @@ export interface UpperLayerWatchStats {
   watchErrors: number;
   /** Changes not reported because the container was already going away (its layer being unmounted/removed). */
   afterStop: number;
+  /** Times handling paused because the event queue was nearly full. */
+  backpressureWaits: number;
 }
 
 /** Entries handled per slice before yielding, so libuv keeps draining inotify (its kernel queue drops silently when full). */
 const SLICE = 512;
 /** Lets the several inotify events of one write (create, modify, attrib) collapse into one look at the file. */
 const COALESCE_MS = 5;
+const BACKPRESSURE_WAIT_MS = 20;
 const SEP = '\0';
 
 /**
@@ -77,7 +82,15 @@ const SEP = '\0';
  */
 export class UpperLayerWatch {
   readonly containerId: string;
-  readonly stats: UpperLayerWatchStats = { watchedDirs: 0, unwatchedDirs: 0, ignored: 0, statErrors: 0, watchErrors: 0, afterStop: 0 };
+  readonly stats: UpperLayerWatchStats = {
+    watchedDirs: 0,
+    unwatchedDirs: 0,
+    ignored: 0,
+    statErrors: 0,
+    watchErrors: 0,
+    afterStop: 0,
+    backpressureWaits: 0,
+  };
   private readonly upperDir: string;
   private readonly lowerDirs: readonly string[];
   private readonly dirs = new Map<string, DirNode>();
@@ -145,9 +158,21 @@ export class UpperLayerWatch {
     return this.upperDir;
   }
 
+  /** Looks at every watched directory again, reporting only real differences (after inotify may have dropped events). */
+  rescan(): void {
+    if (this.closed) return;
+    for (const [rel, node] of this.dirs) if (node.watcher) this.scans.set(rel, false);
+    this.schedule();
+  }
+
   private watchDir(rel: string, node: DirNode, discovered: boolean): void {
     const { budget } = this.opts;
-    const full = this.stats.watchedDirs >= budget.perContainer ? 'sensors.file.maxWatchedDirsPerContainer' : budget.used >= budget.total ? 'sensors.file.maxWatchedDirsTotal' : undefined;
+    const full =
+      this.stats.watchedDirs >= budget.perContainer
+        ? 'sensors.file.maxWatchedDirsPerContainer'
+        : budget.used >= budget.total
+          ? 'sensors.file.maxWatchedDirsTotal'
+          : undefined;
     if (full) return this.leaveUnwatched(rel, `${full} reached`);
     try {
       node.watcher = watch(path.join(this.upperDir, rel), { persistent: false }, (_type, name) => this.onFsEvent(rel, name));
@@ -202,6 +227,11 @@ export class UpperLayerWatch {
 
   private flush(): void {
     this.timer = undefined;
+    if (!this.opts.canEmit()) {
+      this.stats.backpressureWaits++;
+      this.timer = setTimeout(() => this.flush(), BACKPRESSURE_WAIT_MS);
+      return;
+    }
     let budget = SLICE;
     while (budget > 0 && !this.closed) {
       if (this.pending.size) {
@@ -244,7 +274,7 @@ export class UpperLayerWatch {
     if (!node) return 1;
     let names: string[] = [];
     try {
-      names = readdirSync(path.join(this.upperDir, rel));
+      names = readdirSync(rel ? `${this.upperDir}/${rel}` : this.upperDir);
     } catch {
       // Gone already: the parent's event reports it.
     }
@@ -264,7 +294,7 @@ export class UpperLayerWatch {
       const name = key.slice(sep + 1);
       let st: Stats | undefined;
       try {
-        st = lstatOrUndefined(path.join(this.upperDir, rel, name));
+        st = lstatOrUndefined(this.abs(rel, name));
       } catch {
         this.stats.statErrors++;
         continue;
@@ -308,7 +338,7 @@ export class UpperLayerWatch {
     if (cur.kind === 'whiteout') return;
     const ts = Math.floor(st.ctimeMs);
     if (cur.kind !== 'dir' && contentDiffers(prev, cur)) this.report('modify', rel, cur, ts, discovered);
-    if (metaDiffers(prev, cur)) this.report('chmod', rel, cur, ts, discovered);
+    if (metaDiffers(prev, cur)) this.report('chmod', rel, cur, ts, discovered, prev);
   }
 
   /** A name new to this watch (or one whose type changed, `replaced`): create, or a copy-up of the image's file. */
@@ -316,7 +346,12 @@ export class UpperLayerWatch {
     const ts = Math.floor(st.ctimeMs);
     if (cur.kind === 'whiteout') return this.report('delete', rel, undefined, Date.now(), discovered);
     const before = this.baseline?.get(rel);
-    const unchangedSinceLastRun = before !== undefined && !contentDiffers(before, cur) && !metaDiffers(before, cur) && before.kind === cur.kind;
+    // A directory's size and mtime follow its content, which is compared name by name.
+    const unchangedSinceLastRun =
+      before !== undefined &&
+      before.kind === cur.kind &&
+      !metaDiffers(before, cur) &&
+      (cur.kind === 'dir' ? before.ino === cur.ino : !contentDiffers(before, cur));
     const lower = this.fromImage(rel) ? lowerEntry(this.lowerDirs, rel) : undefined;
     if (cur.kind === 'dir') {
       const lowerDir = lower?.isDirectory() === true;
@@ -329,7 +364,7 @@ export class UpperLayerWatch {
       }
       if (unchangedSinceLastRun) return;
       if (!lowerDir || opaque) this.report('create', rel, cur, ts, discovered);
-      else if (metaDiffers(statEntry(lower), cur)) this.report('chmod', rel, cur, ts, discovered);
+      else if (metaDiffers(statEntry(lower), cur)) this.report('chmod', rel, cur, ts, discovered, statEntry(lower));
       return;
     }
     if (unchangedSinceLastRun) return;
@@ -338,7 +373,7 @@ export class UpperLayerWatch {
     const meta = metaDiffers(image, cur);
     // A copy-up with no visible difference was still opened for writing.
     if (!meta || dataDiffers(image, cur) || image.kind !== cur.kind) this.report('modify', rel, cur, ts, discovered);
-    if (meta) this.report('chmod', rel, cur, ts, discovered);
+    if (meta) this.report('chmod', rel, cur, ts, discovered, image);
   }
 
   /** Whether names below `rel` can come from the image: not when a directory on the way was replaced in this container. */
@@ -404,20 +439,37 @@ export class UpperLayerWatch {
     else this.links.delete(ino);
   }
 
+  /** Host path of a name in a directory of the layer; plain concatenation, names never contain "/". */
+  private abs(dir: string, name: string): string {
+    return dir ? `${this.upperDir}/${dir}/${name}` : `${this.upperDir}/${name}`;
+  }
+
   private toEntry(st: Stats, rel: string): Entry {
     return statEntry(st, st.isSymbolicLink() ? readLink([this.upperDir], rel) : undefined);
   }
 
-  private report(op: FileOp, rel: string, e: Entry | undefined, ts: number, discovered: boolean): void {
+  /** `before` is the entry a chmod changed (the known one, or the image's at a copy-up). */
+  private report(op: FileOp, rel: string, e: Entry | undefined, ts: number, discovered: boolean, before?: Entry): void {
     const where = containerPath(rel);
     if (this.opts.ignore.ignores(where)) {
       this.stats.ignored++;
       return;
     }
     if (op === 'create' && this.mountPaths.has(where)) return;
-    const ev: FileChangeEvent = { kind: 'file_change', ts, containerId: this.containerId, path: where, op, pathPrefix: pathPrefix(where, this.opts.groupDepth) };
+    const ev: FileChangeEvent = {
+      kind: 'file_change',
+      ts,
+      containerId: this.containerId,
+      path: where,
+      op,
+      pathPrefix: pathPrefix(where, this.opts.groupDepth),
+    };
     if (e) {
       ev.mode = e.mode;
+      if (before) {
+        ev.previousMode = before.mode;
+        if (before.uid !== e.uid || before.gid !== e.gid) ev.owner = { uid: e.uid, gid: e.gid, previousUid: before.uid, previousGid: before.gid };
+      }
       if (e.linkTarget !== undefined) ev.linkTarget = e.linkTarget;
       if (e.nlink > 1 && e.kind !== 'dir') {
         ev.nlink = e.nlink;
@@ -456,8 +508,14 @@ function join(dir: string, name: string): string {
 
 /** The directory a change is grouped under: its parent, cut to `depth` levels ("/" for top-level names). */
 export function pathPrefix(file: string, depth: number): string {
-  const parts = file.split('/').slice(1, -1).slice(0, depth);
-  return `/${parts.join('/')}`;
+  const parentEnd = file.lastIndexOf('/');
+  let end = 0;
+  for (let level = 0; level < depth; level++) {
+    const next = file.indexOf('/', end + 1);
+    if (next < 0 || next > parentEnd) return parentEnd === 0 ? '/' : file.slice(0, parentEnd);
+    end = next;
+  }
+  return end === 0 ? '/' : file.slice(0, end);
 }
 
 function statEntry(st: Stats, linkTarget?: string): Entry {

@@ -30,25 +30,26 @@ export function containerPath(rel: string): string {
  * Whiteouts (deleted names) count as absent.
  */
 export function isInUpperLayer(info: Pick<ContainerInfo, 'upperDir'>, file: string): boolean {
-  if (!info.upperDir || !file.startsWith('/')) return false;
-  const rel = path.posix.normalize(file).slice(1);
-  if (!rel) return false;
+  const upper = info.upperDir;
+  if (!upper || file[0] !== '/') return false;
+  const clean = /\/\.{0,2}(\/|$)|\/\//.test(file) ? path.posix.normalize(file) : file;
+  if (clean === '/') return false;
   let st: Stats | undefined;
   try {
-    st = lstatOrUndefined(path.join(info.upperDir, rel));
+    st = lstatOrUndefined(upper + clean);
   } catch {
     return false;
   }
   if (!st || isWhiteout(st)) return false;
-  for (let i = rel.indexOf('/'); i > 0; i = rel.indexOf('/', i + 1)) {
-    const ancestor = lstatOrUndefined(path.join(info.upperDir, rel.slice(0, i)));
+  for (let i = clean.indexOf('/', 1); i > 0; i = clean.indexOf('/', i + 1)) {
+    const ancestor = lstatOrUndefined(upper + clean.slice(0, i));
     if (!ancestor?.isDirectory()) return false;
   }
   return true;
 }
 
 /**
- * What the image (the lower layers, topmost first) has at `rel`, as the container saw it at start:
+ * What the image (the lower layers, topmost first) has at `rel` (relative, normalised), as the container saw it at start:
  * the entry's stats, or undefined when no layer has it, a higher layer whites it out, or a higher layer
  * has a non-directory (e.g. a whiteout) where an ancestor should be (ENOTDIR).
  * Limit: an opaque directory inside an image layer (trusted.overlay.opaque, an xattr Node cannot read)
@@ -58,7 +59,7 @@ export function lowerEntry(lowerDirs: readonly string[], rel: string): Stats | u
   for (const layer of lowerDirs) {
     let st: Stats | undefined;
     try {
-      st = lstatSync(path.join(layer, rel), { throwIfNoEntry: false });
+      st = lstatSync(`${layer}/${rel}`, { throwIfNoEntry: false });
     } catch {
       return undefined;
     }

@@ -1,5 +1,18 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -15,17 +28,47 @@ let watches: UpperLayerWatch[];
 
 function info(over: Partial<ContainerInfo> = {}): ContainerInfo {
   return {
-    id: 'f'.repeat(64), name: 'c', image: 'img:1', imageId: 'sha256:x', imageRepoDigests: [], created: '', running: true, pid: 1, user: '', privileged: false, capAdd: [], capDrop: [],
-    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false }, networkMode: 'none', mounts: [], readOnlyRootfs: false, envNames: [], memoryLimit: 0, cpuLimit: 0,
-    upperDir: upper, lowerDirs: [lower], ...over,
+    id: 'f'.repeat(64),
+    name: 'c',
+    image: 'img:1',
+    imageId: 'sha256:x',
+    imageRepoDigests: [],
+    created: '',
+    running: true,
+    pid: 1,
+    user: '',
+    privileged: false,
+    capAdd: [],
+    capDrop: [],
+    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
+    networkMode: 'none',
+    mounts: [],
+    readOnlyRootfs: false,
+    envNames: [],
+    memoryLimit: 0,
+    cpuLimit: 0,
+    upperDir: upper,
+    lowerDirs: [lower],
+    ...over,
   };
 }
 
-function startWatch(opts: { budget?: Partial<WatchBudget>; ignore?: string[]; baseline?: Baseline; info?: Partial<ContainerInfo> } = {}) {
+function startWatch(
+  opts: { budget?: Partial<WatchBudget>; ignore?: string[]; baseline?: Baseline; info?: Partial<ContainerInfo>; canEmit?: () => boolean } = {},
+) {
   const events: FileChangeEvent[] = [];
   const limits: string[] = [];
   const budget: WatchBudget = { perContainer: 1000, total: 1000, used: 0, ...opts.budget };
-  const w = new UpperLayerWatch({ info: info(opts.info), ignore: new IgnoreMatcher(opts.ignore ?? []), budget, groupDepth: 3, emit: (e) => events.push(e), onLimit: (_w, r) => limits.push(r), baseline: opts.baseline });
+  const w = new UpperLayerWatch({
+    info: info(opts.info),
+    ignore: new IgnoreMatcher(opts.ignore ?? []),
+    budget,
+    groupDepth: 3,
+    emit: (e) => events.push(e),
+    canEmit: opts.canEmit ?? (() => true),
+    onLimit: (_w, r) => limits.push(r),
+    baseline: opts.baseline,
+  });
   watches.push(w);
   w.start();
   return { w, events, limits, budget };
@@ -88,6 +131,7 @@ describe('UpperLayerWatch (real inotify on a directory pair)', () => {
     expect(ops(events).sort()).toEqual(['chmod /etc/passwd', 'create /etc/new', 'modify /etc/image-file']);
     const chmod = events.find((e) => e.op === 'chmod')!;
     expect(chmod.mode! & 0o7777).toBe(0o4755);
+    expect(chmod.previousMode! & 0o7777).toBe(0o644);
     expect(events.find((e) => e.op === 'create')).toMatchObject({ pathPrefix: '/etc', containerId: 'f'.repeat(64) });
   });
 
@@ -106,8 +150,13 @@ describe('UpperLayerWatch (real inotify on a directory pair)', () => {
     await settle(w);
     chmodSync(path.join(upper, 'etc/script'), 0o6755);
     await settle(w);
-    expect(ops(events)).toEqual(['create /etc/script', 'chmod /etc/script']);
+    chownSync(path.join(upper, 'etc/script'), 1000, 1000);
+    await settle(w);
+    expect(ops(events)).toEqual(['create /etc/script', 'chmod /etc/script', 'chmod /etc/script']);
+    expect(events[1]).toMatchObject({ previousMode: 0o100644 });
     expect(events[1].mode! & 0o7777).toBe(0o6755);
+    expect(events[1].owner).toBeUndefined();
+    expect(events[2].owner).toEqual({ uid: 1000, gid: 1000, previousUid: 0, previousGid: 0 });
   });
 
   it('gives symlinks their target and hard links their count and the other path', async () => {
@@ -193,6 +242,20 @@ describe('UpperLayerWatch (real inotify on a directory pair)', () => {
   });
 });
 
+describe('UpperLayerWatch backpressure', () => {
+  it('holds changes while the queue is nearly full and reports them all once it drains', async () => {
+    let open = false;
+    const { w, events } = startWatch({ canEmit: () => open });
+    for (let i = 0; i < 50; i++) writeFileSync(path.join(upper, `f${i}`), 'x');
+    await new Promise((r) => setTimeout(r, 60));
+    expect(events).toEqual([]);
+    expect(w.stats.backpressureWaits).toBeGreaterThan(0);
+    open = true;
+    await settle(w);
+    expect(new Set(events.filter((e) => e.op === 'create').map((e) => e.path)).size).toBe(50);
+  });
+});
+
 describe('pathPrefix', () => {
   it('is the parent directory cut to the group depth', () => {
     expect(pathPrefix('/etc/passwd', 3)).toBe('/etc');
@@ -200,5 +263,7 @@ describe('pathPrefix', () => {
     expect(pathPrefix('/data/storm/d17/f5', 3)).toBe('/data/storm/d17');
     expect(pathPrefix('/a/b/c/d/e/f', 3)).toBe('/a/b/c');
     expect(pathPrefix('/a/b/c/d/e/f', 1)).toBe('/a');
+    expect(pathPrefix('/a/b', 1)).toBe('/a');
+    expect(pathPrefix('/a/b', 3)).toBe('/a');
   });
 });
