@@ -1,14 +1,16 @@
 import { writeFileSync } from 'node:fs';
 import type { Benchmark, BenchFigure } from './bench.js';
 import { exportBenchmark } from './export.bench.js';
+import { detectionsBenchmark } from './detections.bench.js';
 import { fileBenchmark } from './file.bench.js';
 import { networkBenchmark } from './network.bench.js';
 import { pipelineBenchmark } from './pipeline.bench.js';
+import { processBenchmark } from './process.bench.js';
 import { resourcesBenchmark } from './resources.bench.js';
 import { rulesBenchmark } from './rules.bench.js';
 
 /** Every benchmark the project has, in one explicit list. */
-const benchmarks: Benchmark[] = [pipelineBenchmark, resourcesBenchmark, networkBenchmark, fileBenchmark, rulesBenchmark, exportBenchmark];
+const benchmarks: Benchmark[] = [pipelineBenchmark, processBenchmark, resourcesBenchmark, networkBenchmark, fileBenchmark, rulesBenchmark, detectionsBenchmark, exportBenchmark];
 
 function fmt(n: number): string {
   if (!Number.isFinite(n)) return String(n);

@@ -138,7 +138,9 @@ function validateCommand(args: string[]): number {
     return 1;
   }
   const s = ruleset.summary();
-  out(`ok: ${s.files} file${s.files === 1 ? '' : 's'}, ${s.profiles} profile${s.profiles === 1 ? '' : 's'}, ${s.entries} allow entries, policy: ${rel(ruleset.policy.file) ?? 'defaults'}`);
+  out(
+    `ok: ${s.files} file${s.files === 1 ? '' : 's'}, ${s.profiles} profile${s.profiles === 1 ? '' : 's'}, ${s.entries} allow entries, policy: ${rel(ruleset.policy.file) ?? 'defaults'}`,
+  );
   return 0;
 }
 
@@ -189,7 +191,9 @@ function testCommand(args: string[]): number {
       for (const p of r.problems) out(`        ${p}`);
     }
   }
-  out(`${passed} passed, ${failed} failed${broken ? `, ${broken} file${broken === 1 ? '' : 's'} did not load` : ''} (${files.length} file${files.length === 1 ? '' : 's'})`);
+  out(
+    `${passed} passed, ${failed} failed${broken ? `, ${broken} file${broken === 1 ? '' : 's'} did not load` : ''} (${files.length} file${files.length === 1 ? '' : 's'})`,
+  );
   return failed || broken ? 1 : 0;
 }
 
@@ -228,7 +232,14 @@ function explainCommand(args: string[]): number {
     return 2;
   }
   try {
-    const result = explain(ruleset, { image: values.image, exe: values.exe, name: values.name, write: values.write, listen: values.listen, connect: values.connect });
+    const result = explain(ruleset, {
+      image: values.image,
+      exe: values.exe,
+      name: values.name,
+      write: values.write,
+      listen: values.listen,
+      connect: values.connect,
+    });
     for (const l of result.lines) out(l);
     return result.wouldAlert ? 1 : 0;
   } catch (e) {

@@ -8,11 +8,48 @@ import type { CompiledProfile, Ruleset } from './ruleset.js';
 
 /** Linux capability names as Docker takes them (without CAP_), plus ALL. */
 export const CAPABILITIES = new Set([
-  'ALL', 'AUDIT_CONTROL', 'AUDIT_READ', 'AUDIT_WRITE', 'BLOCK_SUSPEND', 'BPF', 'CHECKPOINT_RESTORE', 'CHOWN', 'DAC_OVERRIDE',
-  'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'IPC_LOCK', 'IPC_OWNER', 'KILL', 'LEASE', 'LINUX_IMMUTABLE', 'MAC_ADMIN', 'MAC_OVERRIDE',
-  'MKNOD', 'NET_ADMIN', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_RAW', 'PERFMON', 'SETFCAP', 'SETGID', 'SETPCAP', 'SETUID',
-  'SYS_ADMIN', 'SYS_BOOT', 'SYS_CHROOT', 'SYS_MODULE', 'SYS_NICE', 'SYS_PACCT', 'SYS_PTRACE', 'SYS_RAWIO', 'SYS_RESOURCE',
-  'SYS_TIME', 'SYS_TTY_CONFIG', 'SYSLOG', 'WAKE_ALARM',
+  'ALL',
+  'AUDIT_CONTROL',
+  'AUDIT_READ',
+  'AUDIT_WRITE',
+  'BLOCK_SUSPEND',
+  'BPF',
+  'CHECKPOINT_RESTORE',
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'DAC_READ_SEARCH',
+  'FOWNER',
+  'FSETID',
+  'IPC_LOCK',
+  'IPC_OWNER',
+  'KILL',
+  'LEASE',
+  'LINUX_IMMUTABLE',
+  'MAC_ADMIN',
+  'MAC_OVERRIDE',
+  'MKNOD',
+  'NET_ADMIN',
+  'NET_BIND_SERVICE',
+  'NET_BROADCAST',
+  'NET_RAW',
+  'PERFMON',
+  'SETFCAP',
+  'SETGID',
+  'SETPCAP',
+  'SETUID',
+  'SYS_ADMIN',
+  'SYS_BOOT',
+  'SYS_CHROOT',
+  'SYS_MODULE',
+  'SYS_NICE',
+  'SYS_PACCT',
+  'SYS_PTRACE',
+  'SYS_RAWIO',
+  'SYS_RESOURCE',
+  'SYS_TIME',
+  'SYS_TTY_CONFIG',
+  'SYSLOG',
+  'WAKE_ALARM',
 ]);
 
 export function normaliseCapability(name: string): string {
@@ -21,24 +58,58 @@ export function normaliseCapability(name: string): string {
 
 /** Capabilities Docker grants by default: adding one of them changes nothing, so it is not reported. */
 export const DOCKER_DEFAULT_CAPABILITIES = new Set([
-  'CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP', 'NET_BIND_SERVICE', 'NET_RAW', 'SYS_CHROOT', 'MKNOD', 'AUDIT_WRITE', 'SETFCAP',
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'SETGID',
+  'SETUID',
+  'SETPCAP',
+  'NET_BIND_SERVICE',
+  'NET_RAW',
+  'SYS_CHROOT',
+  'MKNOD',
+  'AUDIT_WRITE',
+  'SETFCAP',
 ]);
 
 /** Capabilities that make a container escape or host tampering straightforward: posture.added_capabilities is high. */
 export const DANGEROUS_CAPABILITIES = new Set([
-  'ALL', 'SYS_ADMIN', 'SYS_PTRACE', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_BOOT', 'SYS_TIME', 'DAC_READ_SEARCH', 'NET_ADMIN', 'BPF', 'PERFMON', 'MAC_ADMIN', 'MAC_OVERRIDE', 'SYSLOG',
+  'ALL',
+  'SYS_ADMIN',
+  'SYS_PTRACE',
+  'SYS_MODULE',
+  'SYS_RAWIO',
+  'SYS_BOOT',
+  'SYS_TIME',
+  'DAC_READ_SEARCH',
+  'NET_ADMIN',
+  'BPF',
+  'PERFMON',
+  'MAC_ADMIN',
+  'MAC_OVERRIDE',
+  'SYSLOG',
 ]);
 
 /** Host paths whose bind mount is reported, first match wins; type "bind" mounts only (volumes live under /var/lib/docker). */
 export const SENSITIVE_MOUNTS: { glob: string; severity: Severity; why: string }[] = [
   { glob: '/', severity: 'critical', why: "the host's whole filesystem" },
-  { glob: '/**/{docker,containerd,crio,podman,dockershim,cri-dockerd}.sock', severity: 'critical', why: 'a container runtime API socket gives control of the host' },
+  {
+    glob: '/**/{docker,containerd,crio,podman,dockershim,cri-dockerd}.sock',
+    severity: 'critical',
+    why: 'a container runtime API socket gives control of the host',
+  },
   { glob: '/{var/,}run/{docker,containerd,crio,podman}{,/**}', severity: 'critical', why: "the container runtime's state and sockets" },
   { glob: '/var/lib/{docker,containerd,kubelet}{,/**}', severity: 'critical', why: "the container runtime's data (other containers' filesystems)" },
   { glob: '/proc{,/**}', severity: 'high', why: "the host's /proc (kernel settings, other processes)" },
   { glob: '/sys{,/**}', severity: 'high', why: "the host's /sys (kernel and device settings)" },
   { glob: '/dev{,/mem,/kmem,/port,/sd*,/nvme*,/disk/**}', severity: 'high', why: "the host's devices" },
-  { glob: '/etc{,/shadow,/gshadow,/passwd,/group,/sudoers,/sudoers.d{,/**},/ssh{,/**},/kubernetes{,/**},/cron*{,/**},/systemd{,/**}}', severity: 'high', why: "the host's users, credentials or services" },
+  {
+    glob: '/etc{,/shadow,/gshadow,/passwd,/group,/sudoers,/sudoers.d{,/**},/ssh{,/**},/kubernetes{,/**},/cron*{,/**},/systemd{,/**}}',
+    severity: 'high',
+    why: "the host's users, credentials or services",
+  },
   { glob: '/root{,/**}', severity: 'high', why: "root's home (SSH keys, credentials)" },
   { glob: '/home{,/*/.ssh{,/**}}', severity: 'high', why: 'home folders (SSH keys, credentials)' },
   { glob: '/{boot,lib/modules,usr/lib/modules}{,/**}', severity: 'high', why: 'the kernel and its modules' },
@@ -50,7 +121,8 @@ const SENSITIVE_MOUNT_RES = SENSITIVE_MOUNTS.map((m) => ({ ...m, re: new Minimat
  * Variable names that look like secrets: one of these words as a whole "_"-separated part of the name.
  * Names ending in _FILE point to a secret file (the good practice) and are not reported.
  */
-const SECRET_NAME = /(^|_)(PASSWORD|PASSWD|PASS|PWD|SECRET|SECRETS|TOKEN|APIKEY|API_KEY|ACCESS_KEY|ACCESSKEY|PRIVATE_KEY|PRIVATEKEY|CREDENTIAL|CREDENTIALS|CONNECTION_STRING|CONNSTR|AUTH_KEY|CLIENT_SECRET|SAS)(_|$)/;
+const SECRET_NAME =
+  /(^|_)(PASSWORD|PASSWD|PASS|PWD|SECRET|SECRETS|TOKEN|APIKEY|API_KEY|ACCESS_KEY|ACCESSKEY|PRIVATE_KEY|PRIVATEKEY|CREDENTIAL|CREDENTIALS|CONNECTION_STRING|CONNSTR|AUTH_KEY|CLIENT_SECRET|SAS)(_|$)/;
 const NOT_SECRET = new Set(['PWD', 'OLDPWD']);
 
 export function looksLikeSecret(name: string): boolean {
@@ -104,7 +176,7 @@ export function containerFindings(rs: Ruleset, info: ContainerInfo, now: number,
     const suggestion = ref.byId ? ref.normalised : ref.repository;
     add(
       finding(rs, 'image.unprofiled', {
-        message: `${W} runs ${ref.normalised}, which matches no ImageProfile: its processes, files and network are not checked`,
+        message: `${W} runs ${ref.normalised}, which matches no ImageProfile: no allowlist checks its processes, files and network`,
         decidedBy: 'ImagePolicy.unprofiled',
         allowHint: `images: [${yamlScalar(suggestion)}]`,
         subject: ref.repository,
@@ -147,7 +219,12 @@ export function containerFindings(rs: Ruleset, info: ContainerInfo, now: number,
         ...profile,
         decidedBy: 'ImagePolicy.severities',
         allowHint: 'image.digest_changed: "off"',
-        details: { previousImageId: previous.imageId, imageId: info.imageId, ...(previous.digest && { previousDigest: previous.digest }), ...(info.imageDigest && { digest: info.imageDigest }) },
+        details: {
+          previousImageId: previous.imageId,
+          imageId: info.imageId,
+          ...(previous.digest && { previousDigest: previous.digest }),
+          ...(info.imageDigest && { digest: info.imageDigest }),
+        },
         subject: `${ref.normalised}\0${info.imageId}`,
       }),
     );
@@ -167,26 +244,54 @@ function postureFindings(rs: Ruleset, info: ContainerInfo, p: CompiledProfile | 
   const allow = p?.posture;
 
   if (info.privileged && !allow?.allowPrivileged) {
-    add(finding(rs, 'posture.privileged', { message: `${W} runs privileged: every capability, every host device, no seccomp or AppArmor confinement`, ...profile, decidedBy: 'posture.allowPrivileged', allowHint: 'allowPrivileged: true', subject: 'privileged' }));
+    add(
+      finding(rs, 'posture.privileged', {
+        message: `${W} runs privileged: every capability, every host device, no seccomp or AppArmor confinement`,
+        ...profile,
+        decidedBy: 'posture.allowPrivileged',
+        allowHint: 'allowPrivileged: true',
+        subject: 'privileged',
+      }),
+    );
   }
   const user = effectiveUser(info);
   if (isRootUser(user) && !allow?.allowRoot) {
     const how = info.user ? `user "${info.user}"` : info.imageUser ? `the image's user "${info.imageUser}"` : 'no user set, so the image default root';
-    add(finding(rs, 'posture.root_user', { message: `${W} runs as root (${how})`, ...profile, decidedBy: 'posture.allowRoot', allowHint: 'allowRoot: true', details: { user: user || 'root' }, subject: 'root' }));
+    add(
+      finding(rs, 'posture.root_user', {
+        message: `${W} runs as root (${how})`,
+        ...profile,
+        decidedBy: 'posture.allowRoot',
+        allowHint: 'allowRoot: true',
+        details: { user: user || 'root' },
+        subject: 'root',
+      }),
+    );
   }
-  const caps = [...new Set(info.capAdd.map(normaliseCapability))].filter((c) => (c === 'ALL' || !DOCKER_DEFAULT_CAPABILITIES.has(c)) && !allow?.capabilities.has(c)).sort();
+  const caps = [...new Set(info.capAdd.map(normaliseCapability))]
+    .filter((c) => (c === 'ALL' || !DOCKER_DEFAULT_CAPABILITIES.has(c)) && !allow?.capabilities.has(c))
+    .sort();
   if (caps.length) {
     const dangerous = caps.some((c) => DANGEROUS_CAPABILITIES.has(c));
     add(
       finding(
         rs,
         'posture.added_capabilities',
-        { message: `${W} adds capabilities ${caps.join(', ')}`, ...profile, decidedBy: 'posture.allowCapabilities', allowHint: `allowCapabilities: [${caps.join(', ')}]`, details: { capabilities: caps.join(',') }, subject: caps.join(',') },
+        {
+          message: `${W} adds capabilities ${caps.join(', ')}`,
+          ...profile,
+          decidedBy: 'posture.allowCapabilities',
+          allowHint: `allowCapabilities: [${caps.join(', ')}]`,
+          details: { capabilities: caps.join(',') },
+          subject: caps.join(','),
+        },
         dangerous ? 'high' : 'medium',
       ),
     );
   }
-  const shared = (Object.keys(info.hostNamespaces) as (keyof ContainerInfo['hostNamespaces'])[]).filter((ns) => info.hostNamespaces[ns] && !allow?.hostNamespaces.has(ns));
+  const shared = (Object.keys(info.hostNamespaces) as (keyof ContainerInfo['hostNamespaces'])[]).filter(
+    (ns) => info.hostNamespaces[ns] && !allow?.hostNamespaces.has(ns),
+  );
   if (shared.length) {
     add(
       finding(rs, 'posture.host_namespace', {
@@ -221,7 +326,15 @@ function postureFindings(rs: Ruleset, info: ContainerInfo, p: CompiledProfile | 
     );
   }
   if (!info.readOnlyRootfs && !allow?.allowWritableRootfs) {
-    add(finding(rs, 'posture.writable_rootfs', { message: `${W} has a writable root filesystem (not started with --read-only)`, ...profile, decidedBy: 'posture.allowWritableRootfs', allowHint: 'allowWritableRootfs: true', subject: 'rootfs' }));
+    add(
+      finding(rs, 'posture.writable_rootfs', {
+        message: `${W} has a writable root filesystem (not started with --read-only)`,
+        ...profile,
+        decidedBy: 'posture.allowWritableRootfs',
+        allowHint: 'allowWritableRootfs: true',
+        subject: 'rootfs',
+      }),
+    );
   }
   const secrets = info.envNames.filter((n) => looksLikeSecret(n) && !allow?.secretEnv.matches(n)).sort();
   if (secrets.length) {

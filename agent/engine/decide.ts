@@ -3,6 +3,7 @@ import { assertNever } from '../events/types.js';
 import { auditFindings } from './audit-decider.js';
 import type { DecisionContext } from './engine.js';
 import { containerFindings } from './container-checks.js';
+import type { DetectionEvent } from './detections.js';
 import { formatEndpoint, parseEndpoint, protoBase } from './net-spec.js';
 import { capitalise, finding, globLiteral, where, yamlItem, yamlScalar } from './findings.js';
 import { MULTI_CALL_BINARIES, netRuleFor, type Ruleset } from './ruleset.js';
@@ -12,21 +13,23 @@ const NONE: Finding[] = Object.freeze([]) as unknown as Finding[];
 /**
  * The decision for one event under one ruleset: pure, no I/O, never throws on any event the sensors
  * can produce. Events without a container (host processes) get no allowlist decisions; containers whose
- * image matches no profile get only image, posture and resource findings.
+ * image matches no profile get only image, posture, resource and detection findings. Detections
+ * (known-bad behaviour) are checked for every container's process, file, network and docker events.
  */
 export function decide(rs: Ruleset, ev: RunwatchEvent, ctx: DecisionContext): Finding[] {
   switch (ev.kind) {
     case 'process_exec':
-      return ctx.container ? processFindings(rs, ev, ctx.container) : NONE;
+      return ctx.container ? withDetections(rs, ev, ctx.container, processFindings(rs, ev, ctx.container)) : NONE;
     case 'file_change':
-      return ctx.container ? fileFindings(rs, ev, ctx.container) : NONE;
+      return ctx.container ? withDetections(rs, ev, ctx.container, fileFindings(rs, ev, ctx.container)) : NONE;
     case 'net_socket':
-      return ctx.container ? netFindings(rs, ev, ctx.container) : NONE;
+      return ctx.container ? withDetections(rs, ev, ctx.container, netFindings(rs, ev, ctx.container)) : NONE;
     case 'resource_sample':
       return ctx.container && ev.scope === 'container' ? resourceFindings(rs, ev, ctx.container) : NONE;
     case 'container':
       return assessOnThisEvent(ev) && ev.info && !ctx.containerAssessed ? containerFindings(rs, ev.info, ev.ts, ctx.previousImage) : NONE;
     case 'docker_action':
+      return ctx.container ? withDetections(rs, ev, ctx.container, auditFindings(ev)) : auditFindings(ev);
     case 'agent_notice':
       return auditFindings(ev);
     case 'process_exit':
@@ -34,6 +37,12 @@ export function decide(rs: Ruleset, ev: RunwatchEvent, ctx: DecisionContext): Fi
     default:
       return assertNever(ev, 'event kind');
   }
+}
+
+function withDetections(rs: Ruleset, ev: DetectionEvent, info: ContainerInfo, findings: Finding[]): Finding[] {
+  const detected = rs.detections.findings(ev, info, rs.profileFor(info)?.profile);
+  if (detected.length === 0) return findings;
+  return findings.length ? [...findings, ...detected] : detected;
 }
 
 /** Image and posture are assessed at the first create or start the agent sees of a container. */
@@ -54,9 +63,9 @@ function basename(p: string): string {
  * The program a process runs as: argv[0]'s base name (login shells' leading "-" dropped). For a
  * multi-call binary run by its own name ("busybox sleep 5") it is the first argument.
  */
-export function programName(ev: Pick<ProcessExecEvent, 'exe' | 'args' | 'argv0' | 'comm'>): string {
-  let name = basename(ev.argv0 ?? ev.args[0] ?? '').replace(/^-/, '');
-  const exeName = basename(ev.exe);
+export function programName(ev: Pick<ProcessExecEvent, 'exe' | 'args' | 'argv0' | 'comm'>, exeName = basename(ev.exe)): string {
+  let name = basename(ev.argv0 ?? ev.args[0] ?? '');
+  if (name.charCodeAt(0) === 45 /* "-" */) name = name.slice(1);
   if (name === exeName && MULTI_CALL_BINARIES.has(exeName) && ev.args.length > 1) name = basename(ev.args[1]);
   return name || ev.comm || exeName;
 }
@@ -66,14 +75,15 @@ function processFindings(rs: Ruleset, ev: ProcessExecEvent, info: ContainerInfo)
   const match = rs.profileFor(info);
   if (!match) return NONE;
   const p = match.profile;
-  const name = programName(ev);
-  const allowed = p.process.allows(ev.exe, name);
+  const allowed = p.process.paths.matches(ev.exe) || (p.process.hasMultiCall && p.process.allowsAs(ev.exe, programName(ev)));
   const drift = ev.inUpperLayer === true && p.driftAlert;
   if (allowed && !drift) return NONE;
   const out: Finding[] = [];
   if (!allowed) {
-    const multiCall = MULTI_CALL_BINARIES.has(basename(ev.exe)) || p.process.hasMultiCallEntry(ev.exe);
-    const shown = multiCall || name !== basename(ev.exe) ? `${ev.exe} as "${name}"` : ev.exe;
+    const exeName = basename(ev.exe);
+    const name = programName(ev, exeName);
+    const multiCall = MULTI_CALL_BINARIES.has(exeName) || p.process.hasMultiCallEntry(ev.exe);
+    const shown = multiCall || name !== exeName ? `${ev.exe} as "${name}"` : ev.exe;
     const names = multiCall ? p.process.namesFor(ev.exe) : [];
     const why = names.length ? `profile "${p.name}" allows ${ev.exe} only as ${names.join(', ')}` : `it is not in process.allow of profile "${p.name}"`;
     const f = finding(rs, 'process.not_allowed', {

@@ -50,9 +50,25 @@ export function explain(rs: Ruleset, q: ExplainQuery): Explanation {
   const lines: string[] = [];
   const ref = parseImageRef(q.image);
   const info: ContainerInfo = {
-    id: CONTAINER_ID, name: 'explain', image: q.image, imageId: `sha256:${'e'.repeat(64)}`, imageRepoDigests: ref.digest ? [`${ref.repository}@${ref.digest}`] : [],
-    created: new Date().toISOString(), running: true, pid: 1, user: '', privileged: false, capAdd: [], capDrop: [],
-    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false }, networkMode: 'none', mounts: [], readOnlyRootfs: true, envNames: [], memoryLimit: 0, cpuLimit: 0,
+    id: CONTAINER_ID,
+    name: 'explain',
+    image: q.image,
+    imageId: `sha256:${'e'.repeat(64)}`,
+    imageRepoDigests: ref.digest ? [`${ref.repository}@${ref.digest}`] : [],
+    created: new Date().toISOString(),
+    running: true,
+    pid: 1,
+    user: '',
+    privileged: false,
+    capAdd: [],
+    capDrop: [],
+    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
+    networkMode: 'none',
+    mounts: [],
+    readOnlyRootfs: true,
+    envNames: [],
+    memoryLimit: 0,
+    cpuLimit: 0,
   };
   lines.push(`image    ${q.image} → ${ref.normalised}${ref.registry ? ` (registry ${ref.registry})` : ''}`);
   const match = rs.profileFor(info);
@@ -61,33 +77,46 @@ export function explain(rs: Ruleset, q: ExplainQuery): Explanation {
     lines.push(`profile  ${p.name} (${at(p)}), matched by images: "${match.pattern.source}" at line ${match.pattern.line} (as ${match.pattern.normalised})`);
     if (p.ancestors.length) lines.push(`         extends ${p.ancestors.join(' → ')}`);
   } else {
-    lines.push(`profile  none: no ImageProfile's images match ${ref.normalised}; activity of such containers is not checked`);
+    lines.push(`profile  none: no ImageProfile's images match ${ref.normalised}; no allowlist checks the activity of its containers (detections still do)`);
   }
   const policyAt = rs.policy.file ? ` (${at({ file: rs.policy.file, line: rs.policy.line ?? 1 })})` : ' (defaults: no ImagePolicy loaded)';
   lines.push(`policy${policyAt}`);
   // Image policy findings, as a container started now from this reference would get them (posture aside).
-  const imageFindings = decide(rs, { kind: 'container', ts: Date.now(), action: 'start', containerId: CONTAINER_ID, info }, { container: info }).filter((f) => f.rule.startsWith('image.'));
+  const imageFindings = decide(rs, { kind: 'container', ts: Date.now(), action: 'start', containerId: CONTAINER_ID, info }, { container: info }).filter((f) =>
+    f.rule.startsWith('image.'),
+  );
   if (imageFindings.length === 0) lines.push('         image policy: nothing to report');
   for (const f of imageFindings) lines.push(`         ${f.rule} (${f.severity}): ${f.message}`);
 
   let wouldAlert = false;
   const ask = (label: string, ev: RunwatchEvent, why: (p: CompiledProfile) => EntryOrigin | undefined) => {
     const findings = decide(rs, ev, { container: info }).filter((f) => f.rule !== 'process.drift');
-    if (!p) {
-      lines.push(`${label}: not checked (no profile applies)`);
-      return;
+    // Without a profile no allowlist checks it, but detections (rules for every container) still may.
+    if (!p && findings.length === 0) lines.push(`${label}: not checked (no profile applies)`);
+    else if (findings.length === 0) {
+      const o = why(p!);
+      lines.push(`${label}: ALLOWED by ${o ? `"${o.entry}" of profile ${o.profile} (${at(o)})` : `profile ${p!.name}`}`);
     }
-    if (findings.length === 0) {
-      const o = why(p);
-      lines.push(`${label}: ALLOWED by ${o ? `"${o.entry}" of profile ${o.profile} (${at(o)})` : `profile ${p.name}`}`);
-      return;
-    }
+    if (findings.length === 0) return;
     wouldAlert = true;
     for (const f of findings) lines.push(...describeAlert(label, f));
+    if (!p) lines.push(`${label}: no profile applies, so no allowlist checks it`);
   };
   if (q.exe !== undefined) {
     const name = q.name ?? path.posix.basename(q.exe);
-    const ev: RunwatchEvent = { kind: 'process_exec', ts: Date.now(), containerId: CONTAINER_ID, pid: 2, ppid: 1, exe: q.exe, args: [name], argv0: name, uid: 0, ancestors: [], resolved: true };
+    const ev: RunwatchEvent = {
+      kind: 'process_exec',
+      ts: Date.now(),
+      containerId: CONTAINER_ID,
+      pid: 2,
+      ppid: 1,
+      exe: q.exe,
+      args: [name],
+      argv0: name,
+      uid: 0,
+      ancestors: [],
+      resolved: true,
+    };
     ask(`exe ${q.exe}${q.name ? ` as "${q.name}"` : ''}`, ev, (pr) => pr.process.explain(q.exe!, name));
   }
   if (q.write !== undefined) {
@@ -111,5 +140,10 @@ export function explain(rs: Ruleset, q: ExplainQuery): Explanation {
 }
 
 function describeAlert(label: string, f: Finding): string[] {
-  return [`${label}: NOT ALLOWED → ${f.rule} (${f.severity})`, `         ${f.message}`, `         to allow it, add under ${f.decidedBy}:`, `           ${f.allowHint}`];
+  return [
+    `${label}: NOT ALLOWED → ${f.rule} (${f.severity})`,
+    `         ${f.message}`,
+    `         to allow it, add under ${f.decidedBy}:`,
+    `           ${f.allowHint}`,
+  ];
 }

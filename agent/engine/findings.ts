@@ -1,4 +1,4 @@
-import { escape } from 'minimatch';
+import { escapeGlob } from './path-matcher.js';
 import type { ContainerInfo, Finding, Severity } from '../events/types.js';
 import type { RuleId } from './rule-schema.js';
 import type { Ruleset } from './ruleset.js';
@@ -27,8 +27,10 @@ export function yamlScalar(value: string): string {
 
 /** A literal path as a glob (so "*" or "[" in a file name match only themselves). */
 export function globLiteral(path: string): string {
-  return escape(path);
+  return GLOB_SPECIAL.test(path) ? escapeGlob(path) : path;
 }
+
+const GLOB_SPECIAL = /[*?[\]{}()!+@\\]/;
 
 export function capitalise(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);

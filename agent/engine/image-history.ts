@@ -57,7 +57,8 @@ export class ImageHistory {
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.opts.log.warn('image history unreadable, starting empty', { file, error: (err as NodeJS.ErrnoException).code ?? String(err) });
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        this.opts.log.warn('image history unreadable, starting empty', { file, error: (err as NodeJS.ErrnoException).code ?? String(err) });
       return;
     }
     try {
@@ -75,15 +76,36 @@ export class ImageHistory {
     const body: HistoryFile = { version: 1, tags: Object.fromEntries(this.tags) };
     const tmp = `${file}.tmp`;
     try {
-      mkdirSync(path.dirname(file), { recursive: true });
+      ensureDir(path.dirname(file));
       writeFileSync(tmp, JSON.stringify(body) + '\n');
       renameSync(tmp, file);
       this.stats.writes++;
     } catch (err) {
       this.stats.writeErrors++;
       if (this.stats.writeErrors === 1 || this.stats.writeErrors % 100 === 0) {
-        this.opts.log.error('image history not saved; image.digest_changed will not survive a restart', { file, error: (err as NodeJS.ErrnoException).code ?? String(err), failures: this.stats.writeErrors });
+        this.opts.log.error('image history not saved; image.digest_changed will not survive a restart', {
+          file,
+          error: (err as NodeJS.ErrnoException).code ?? String(err),
+          failures: this.stats.writeErrors,
+        });
       }
     }
+  }
+}
+
+/**
+ * mkdir -p bounded by the path's depth: Node's recursive mkdir retries forever where mkdir keeps
+ * failing with ENOENT under an existing parent (e.g. below /proc).
+ */
+function ensureDir(dir: string): void {
+  try {
+    mkdirSync(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    const parent = path.dirname(dir);
+    if (code !== 'ENOENT' || parent === dir) throw err;
+    ensureDir(parent);
+    mkdirSync(dir);
   }
 }

@@ -31,6 +31,8 @@ export function loadShadowRules(candidateFile: string, activePaths: readonly str
   const hasPolicy = candidate.docs.some((d) => d.kind === 'ImagePolicy');
   const bases: LoadedRuleDoc[] = active.docs.flatMap((d): LoadedRuleDoc[] => {
     if (d.kind === 'ImagePolicy') return hasPolicy ? [] : [d];
+    // Shadow mode asks what a candidate profile would allow; detections would only add noise to that.
+    if (d.kind === 'Detection') return [];
     if (names.has(d.doc.name) || candidate.files.includes(d.src.file)) return [];
     return [{ ...d, doc: { ...d.doc, images: [] } }];
   });

@@ -97,7 +97,10 @@ export function parseAddrRange(text: string): AddrRange {
   const w = words(ip);
   const net = w.map((word, i) => (word & maskWord(prefix - 32 * i)) >>> 0);
   if (net.some((word, i) => word !== w[i])) {
-    throw new NetSpecError(`"${text}" has host bits set under /${slash >= 0 ? text.slice(slash + 1) : max}; the network is ${formatRange({ v: ip.v, net, prefix })}`, true);
+    throw new NetSpecError(
+      `"${text}" has host bits set under /${slash >= 0 ? text.slice(slash + 1) : max}; the network is ${formatRange({ v: ip.v, net, prefix })}`,
+      true,
+    );
   }
   return { v: ip.v, net, prefix };
 }
@@ -114,9 +117,9 @@ export function formatRange(r: AddrRange): string {
 
 export function inRange(ip: IpAddr, r: AddrRange): boolean {
   if (ip.v !== r.v) return false;
-  if (ip.v === 4) return ((ip.n & maskWord(r.prefix)) >>> 0) === r.net[0];
+  if (ip.v === 4) return (ip.n & maskWord(r.prefix)) >>> 0 === r.net[0];
   for (let i = 0; i < 4; i++) {
-    if (((ip.w[i] & maskWord(r.prefix - 32 * i)) >>> 0) !== r.net[i]) return false;
+    if ((ip.w[i] & maskWord(r.prefix - 32 * i)) >>> 0 !== r.net[i]) return false;
   }
   return true;
 }

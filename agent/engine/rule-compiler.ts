@@ -4,9 +4,10 @@ import { RunwatchError, RunwatchErrors, type ErrorCode } from '../errors.js';
 import { literalLength, normaliseImagePattern } from './image-ref.js';
 import { NetSpecError, parseConnectSpec, parseListenSpec } from './net-spec.js';
 import { CAPABILITIES, normaliseCapability } from './container-checks.js';
+import { compileDetection, DetectionSet, type CompiledDetection } from './detections.js';
 import { compileGlob, globProblem, PathMatcher, type EntryOrigin } from './path-matcher.js';
 import { loadRuleDocuments, type LoadedRuleDoc } from './rule-loader.js';
-import type { ImagePolicyDoc, ImageProfileDoc } from './rule-schema.js';
+import { RULE_CATALOG, type ImagePolicyDoc, type ImageProfileDoc } from './rule-schema.js';
 import { ProcessAllowlist, Ruleset, type CompiledPolicy, type CompiledProfile, type ImagePattern, type NetRule, type Thresholds } from './ruleset.js';
 
 export interface CompileOptions {
@@ -34,7 +35,16 @@ export function compileRuleset(
   const errs = new ErrorList();
   const profiles = new Map<string, ProfileDoc>();
   let policy: { doc: ImagePolicyDoc; src: SourcedDocument } | undefined;
+  const detections = new Map<string, CompiledDetection>();
   for (const d of docs) {
+    if (d.kind === 'Detection') {
+      const first = detections.get(d.doc.id);
+      if (first) errs.add('RW_RULE_DUPLICATE', `detection "${d.doc.id}" is already defined at ${first.file}:${first.line}`, d.src, ['id']);
+      else if (d.doc.id in RULE_CATALOG) errs.add('RW_RULE_DUPLICATE', `"${d.doc.id}" is a built-in rule id; pick another`, d.src, ['id']);
+      const compiled = compileDetection(d.doc, { file: d.src.file, line: locate(d.src, ['id']).line }, (code, message, field) => errs.add(code, message, d.src, field));
+      if (compiled && !first) detections.set(d.doc.id, compiled);
+      continue;
+    }
     if (d.kind === 'ImagePolicy') {
       if (policy) errs.add('RW_RULE_DUPLICATE', `a second ImagePolicy; the first is at ${policy.src.file}:${policy.src.line} (one policy per ruleset)`, d.src, ['kind']);
       else policy = { doc: d.doc, src: d.src };
@@ -45,6 +55,14 @@ export function compileRuleset(
     else profiles.set(d.doc.name, { doc: d.doc, src: d.src });
   }
   for (const p of profiles.values()) checkProfile(p, errs);
+  // Without any detection loaded (a profile folder checked alone) the ids cannot be checked.
+  if (detections.size) {
+    for (const p of profiles.values()) {
+      (p.doc.detections?.disable ?? []).forEach((id, i) => {
+        if (!detections.has(id)) errs.add('RW_RULE_INVALID', `unknown detection "${id}"${suggest(id, [...detections.keys()])}`, p.src, ['detections', 'disable', i]);
+      });
+    }
+  }
   if (policy) checkPolicy(policy.doc, policy.src, errs);
   const order = resolveExtends(profiles, invalidProfiles, errs);
   if (errs.errors.length) return { errors: errs.errors };
@@ -52,7 +70,7 @@ export function compileRuleset(
   // Keep load order (it breaks ties between equally specific image patterns).
   const byName = new Map(compiled.map((c) => [c.name, c]));
   const inLoadOrder = [...profiles.keys()].map((n) => byName.get(n)!);
-  return { ruleset: new Ruleset(inLoadOrder, compilePolicy(policy), files, opts.defaults), errors: [] };
+  return { ruleset: new Ruleset(inLoadOrder, compilePolicy(policy), files, opts.defaults, new DetectionSet([...detections.values()])), errors: [] };
 }
 
 function checkGlob(value: string, absolute: boolean, src: SourcedDocument, field: FieldPath, errs: ErrorList): void {
@@ -128,8 +146,21 @@ function resolveExtends(profiles: Map<string, ProfileDoc>, invalid: ReadonlySet<
 }
 
 function suggest(name: string, known: string[]): string {
-  const close = known.find((k) => k.toLowerCase() === name.toLowerCase() || (Math.abs(k.length - name.length) <= 1 && [...k].filter((c, i) => name[i] !== c).length <= 1));
-  return close ? ` (did you mean "${close}"?)` : '';
+  const close = known.map((k) => ({ k, d: editDistance(name.toLowerCase(), k.toLowerCase()) })).filter((c) => c.d <= 2).sort((a, b) => a.d - b.d)[0];
+  return close ? ` (did you mean "${close.k}"?)` : '';
+}
+
+/** Edits (insert, delete, replace, swap of neighbours) from a to b. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
 }
 
 /** The profile and its ancestors, nearest first, each once. */
@@ -157,6 +188,7 @@ function compileProfile(name: string, profiles: Map<string, ProfileDoc>): Compil
   const secretEnv: EntryOrigin[] = [];
   const capabilities = new Set<string>();
   const hostNamespaces = new Set<string>();
+  const disabledDetections = new Set<string>();
   for (const n of chain) {
     const p = profiles.get(n)!;
     const d = p.doc;
@@ -171,6 +203,7 @@ function compileProfile(name: string, profiles: Map<string, ProfileDoc>): Compil
     (d.posture?.allowSecretEnv ?? []).forEach((g, i) => secretEnv.push(origin(p, ['posture', 'allowSecretEnv', i], g)));
     for (const c of d.posture?.allowCapabilities ?? []) capabilities.add(normaliseCapability(c));
     for (const ns of d.posture?.allowHostNamespaces ?? []) hostNamespaces.add(ns);
+    for (const id of d.detections?.disable ?? []) disabledDetections.add(id);
   }
   // Scalars: the nearest profile that sets one wins.
   const nearest = <T>(get: (d: ImageProfileDoc) => T | undefined): T | undefined => {
@@ -212,6 +245,7 @@ function compileProfile(name: string, profiles: Map<string, ProfileDoc>): Compil
       secretEnv: new PathMatcher(secretEnv),
     },
     resources,
+    disabledDetections,
   };
 }
 

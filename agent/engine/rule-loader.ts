@@ -35,7 +35,9 @@ export function listFiles(paths: readonly string[], accept: (name: string) => bo
       if (statSync(abs).isDirectory()) walk(abs);
       else files.push(abs);
     } catch (err) {
-      errors.push(new RunwatchError('RW_RULE_READ', `cannot read rule path: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file: abs }, { cause: err }));
+      errors.push(
+        new RunwatchError('RW_RULE_READ', `cannot read rule path: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file: abs }, { cause: err }),
+      );
     }
   }
   return { files: [...new Set(files)], errors };
@@ -62,14 +64,24 @@ export function parseRuleText(text: string, file: string): { docs: LoadedRuleDoc
 function validateRuleDoc(src: SourcedDocument, raw: unknown): { doc?: LoadedRuleDoc; errors: RunwatchError[] } {
   const at = (field: (string | number)[], keyOf = false) => ({ file: src.file, ...locate(src, field, keyOf), field: formatPath(field) || undefined });
   if (typeof raw !== 'object' || Array.isArray(raw)) {
-    return { errors: [new RunwatchError('RW_RULE_INVALID', `a rule document is a mapping that starts with apiVersion: ${RULES_API_VERSION} and a kind`, at([]))] };
+    return {
+      errors: [new RunwatchError('RW_RULE_INVALID', `a rule document is a mapping that starts with apiVersion: ${RULES_API_VERSION} and a kind`, at([]))],
+    };
   }
   const obj = raw as Record<string, unknown>;
   if (obj.apiVersion === undefined) {
     return { errors: [new RunwatchError('RW_RULE_VERSION', `apiVersion is missing; rule documents start with apiVersion: ${RULES_API_VERSION}`, at([]))] };
   }
   if (obj.apiVersion !== RULES_API_VERSION) {
-    return { errors: [new RunwatchError('RW_RULE_VERSION', `unsupported apiVersion ${JSON.stringify(obj.apiVersion)}; this runwatch reads ${RULES_API_VERSION}`, at(['apiVersion']))] };
+    return {
+      errors: [
+        new RunwatchError(
+          'RW_RULE_VERSION',
+          `unsupported apiVersion ${JSON.stringify(obj.apiVersion)}; this runwatch reads ${RULES_API_VERSION}`,
+          at(['apiVersion']),
+        ),
+      ],
+    };
   }
   if (typeof obj.kind !== 'string' || !(RULE_KINDS as string[]).includes(obj.kind)) {
     const what = obj.kind === undefined ? 'kind is missing' : `unknown kind ${JSON.stringify(obj.kind)}`;

@@ -10,7 +10,7 @@ export const RULES_API_VERSION = 'runwatch/v1';
  */
 export const RULE_CATALOG = {
   'image.registry_not_approved': { severity: 'high', when: 'container start', what: 'the image comes from a registry that is not in ImagePolicy.registries' },
-  'image.unprofiled': { severity: 'low', when: 'container start', what: 'no ImageProfile matches the image (its activity is not checked)' },
+  'image.unprofiled': { severity: 'low', when: 'container start', what: 'no ImageProfile matches the image (no allowlist checks its activity)' },
   'image.not_pinned': { severity: 'low', when: 'container start', what: 'started by tag, not by digest, while ImagePolicy.requireDigest is true' },
   'image.stale': { severity: 'low', when: 'container start', what: 'the image was built more than ImagePolicy.maxImageAgeDays ago' },
   'image.digest_changed': { severity: 'medium', when: 'container start', what: 'a tag now runs a different image than it did before on this host' },
@@ -91,6 +91,10 @@ export const imageProfileSchema = z
       })
       .optional()
       .describe('Thresholds for resource.cpu_high / resource.memory_high, overriding config metrics.*HighPercent.'),
+    detections: z
+      .strictObject({ disable: z.array(nonEmpty).default([]).describe('Detection ids (e.g. baseline.package_manager) that never fire for this image.') })
+      .optional()
+      .describe('Turns Detection rules off for containers of this profile (inherited through extends).'),
   })
   .describe('An allowlist of what containers of some images may do.');
 
@@ -106,7 +110,31 @@ export const imagePolicySchema = z
   })
   .describe('Host-wide image policy; at most one per ruleset.');
 
+export const detectionSchema = z
+  .strictObject({
+    ...header,
+    kind: z.literal('Detection'),
+    id: z
+      .string()
+      .regex(/^[a-z][a-z0-9_]*\.[a-z0-9_]+$/, 'a detection id is "<set>.<name>" in lower case, e.g. baseline.shell_from_server')
+      .describe('The rule id every finding carries, e.g. baseline.shell_from_server.'),
+    title: nonEmpty.describe('Title Case name, e.g. "Shell Spawned By A Server Process"; starts each alert message.'),
+    description: z.string().regex(/^Detect /, 'a description starts with "Detect "').describe('One line starting with "Detect".'),
+    severity,
+    mitre: z.string().regex(/^T\d{4}(\.\d{3})?$/, 'a MITRE ATT&CK technique id, e.g. T1059.004').describe('MITRE ATT&CK technique id.'),
+    on: z.enum(['process_exec', 'file_change', 'net_socket', 'docker_action']).describe('The event kind the condition looks at.'),
+    when: z.unknown().describe('Condition: { all: [...] }, { any: [...] }, { not: ... } or a mapping of field → glob, list of globs or boolean (every key must hold). See docs/detections.md.'),
+    except: z
+      .strictObject({
+        images: z.array(nonEmpty).default([]).describe('Image reference globs, as in ImageProfile.images.'),
+        profiles: z.array(nonEmpty).default([]).describe('Profile names.'),
+      })
+      .optional(),
+  })
+  .describe('A known-bad behaviour checked in every container, profiled or not.');
+
 export type ImageProfileDoc = z.output<typeof imageProfileSchema>;
+export type DetectionDoc = z.output<typeof detectionSchema>;
 export type ImagePolicyDoc = z.output<typeof imagePolicySchema>;
 
 /**
@@ -116,15 +144,16 @@ export type ImagePolicyDoc = z.output<typeof imagePolicySchema>;
 export const RULE_KIND_SCHEMAS = {
   ImageProfile: imageProfileSchema,
   ImagePolicy: imagePolicySchema,
+  Detection: detectionSchema,
 } as const;
 
 export type RuleKind = keyof typeof RULE_KIND_SCHEMAS;
 export const RULE_KINDS = Object.keys(RULE_KIND_SCHEMAS) as RuleKind[];
 
-export type RuleDoc = { kind: 'ImageProfile'; doc: ImageProfileDoc } | { kind: 'ImagePolicy'; doc: ImagePolicyDoc };
+export type RuleDoc = { kind: 'ImageProfile'; doc: ImageProfileDoc } | { kind: 'ImagePolicy'; doc: ImagePolicyDoc } | { kind: 'Detection'; doc: DetectionDoc };
 
 /** JSON Schema of one rule document, for editors (yaml-language-server applies it per document). */
 export function rulesJsonSchema(): Record<string, unknown> {
-  const schema = z.toJSONSchema(z.discriminatedUnion('kind', [imageProfileSchema, imagePolicySchema]), { io: 'input' });
-  return { ...schema, title: 'runwatch rule document (ImageProfile | ImagePolicy)' };
+  const schema = z.toJSONSchema(z.discriminatedUnion('kind', [imageProfileSchema, imagePolicySchema, detectionSchema]), { io: 'input' });
+  return { ...schema, title: 'runwatch rule document (ImageProfile | ImagePolicy | Detection)' };
 }

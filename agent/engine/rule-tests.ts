@@ -66,6 +66,7 @@ const eventSchema = z.discriminatedUnion('kind', [
     path: str,
     op: z.enum(['create', 'modify', 'delete', 'chmod']).default('modify'),
     mode: z.number().int().optional(),
+    previousMode: z.number().int().optional(),
     linkTarget: str.optional(),
     nlink: z.number().int().optional(),
     pathPrefix: str.optional(),
@@ -120,6 +121,7 @@ const expectation = z.union([
     decidedBy: str.optional(),
     allowHint: str.optional(),
     subject: str.optional(),
+    mitre: str.optional(),
     messageIncludes: str.optional(),
   }),
 ]);
@@ -130,7 +132,9 @@ const caseSchema = obj({
   noContainer: z.boolean().optional().describe('The event comes from a host process (no container).'),
   previousImageId: str.optional().describe('The image this host ran before under the container\'s tag (image.digest_changed).'),
   event: eventSchema,
-  expect: z.array(expectation).describe('Exactly the findings expected, in any order; [] = allowed.'),
+  expect: z
+    .array(expectation)
+    .describe('Exactly the findings expected, in any order; [] = nothing at all, detections included. A case that expects findings but no detection finding ignores detection findings.'),
   profile: z.union([str, z.null()]).optional().describe('The profile expected to apply; null = none.'),
 });
 
@@ -218,9 +222,11 @@ function buildEvent(e: CaseDoc['event'], info: ContainerInfo | undefined): Runwa
   }
 }
 
-function checkExpectations(expected: readonly Expectation[], findings: readonly Finding[]): string[] {
+function checkExpectations(expected: readonly Expectation[], all: readonly Finding[], isDetection: (rule: string) => boolean): string[] {
   const problems: string[] = [];
-  const left = [...findings];
+  // Allowlist cases that expect some finding need not list the baseline's; an allowed case must see none.
+  const wantsDetections = expected.length === 0 || expected.some((e) => isDetection(typeof e === 'string' ? e : e.rule));
+  const left = wantsDetections ? [...all] : all.filter((f) => !isDetection(f.rule));
   for (const exp of expected) {
     const want = typeof exp === 'string' ? { rule: exp } : exp;
     const i = left.findIndex((f) => f.rule === want.rule);
@@ -229,7 +235,7 @@ function checkExpectations(expected: readonly Expectation[], findings: readonly 
       continue;
     }
     const f = left.splice(i, 1)[0];
-    for (const key of ['severity', 'profile', 'decidedBy', 'allowHint', 'subject'] as const) {
+    for (const key of ['severity', 'profile', 'decidedBy', 'allowHint', 'subject', 'mitre'] as const) {
       const w = (want as Record<string, unknown>)[key];
       if (w !== undefined && f[key] !== w) problems.push(`${want.rule}: ${key} is ${JSON.stringify(f[key])}, expected ${JSON.stringify(w)}`);
     }
@@ -280,7 +286,7 @@ export function runRuleTestFile(file: string, opts: RuleTestRunOptions, cache = 
     const ev = buildEvent(c.event, info);
     const previousImage = c.previousImageId ? { imageId: c.previousImageId, since: '2025-01-01T00:00:00.000Z' } : undefined;
     const findings = decide(ruleset, ev, { container: info, previousImage });
-    const problems = checkExpectations(c.expect, findings);
+    const problems = checkExpectations(c.expect, findings, (rule) => ruleset.detections.has(rule));
     if (c.profile !== undefined) {
       const got = info ? (ruleset.profileFor(info)?.profile.name ?? null) : null;
       if (got !== c.profile) problems.push(`profile is ${JSON.stringify(got)}, expected ${JSON.stringify(c.profile)}`);

@@ -61,7 +61,8 @@ export class RulesWatcher {
       ruleset = this.opts.load();
     } catch (err) {
       this.stats.failures++;
-      const errors = err instanceof RunwatchErrors ? err.errors : [new RunwatchError('RW_RULE_READ', err instanceof Error ? err.message : String(err), {}, { cause: err })];
+      const errors =
+        err instanceof RunwatchErrors ? err.errors : [new RunwatchError('RW_RULE_READ', err instanceof Error ? err.message : String(err), {}, { cause: err })];
       this.opts.onError(errors, changed);
       return;
     }

@@ -1,4 +1,5 @@
 import type { Severity } from '../events/types.js';
+import { DetectionSet } from './detections.js';
 import { parseImageRef } from './image-ref.js';
 import { specMatches, type Endpoint, type NetSpec } from './net-spec.js';
 import { PathMatcher, type EntryOrigin } from './path-matcher.js';
@@ -31,8 +32,18 @@ export class ProcessAllowlist {
     }
   }
 
-  allows(exe: string, name: string): boolean {
-    if (this.paths.matches(exe)) return true;
+  /** Whether `exe`, run as program `name` (a function when costly to find), is allowed by any entry. */
+  allows(exe: string, name: string | (() => string)): boolean {
+    return this.paths.matches(exe) || (this.hasMultiCall && this.allowsAs(exe, typeof name === 'string' ? name : name()));
+  }
+
+  /** Some entry allows programs by name (then `allowsAs` may allow what `paths` does not). */
+  get hasMultiCall(): boolean {
+    return this.exactExe.size > 0 || this.globExe.length > 0;
+  }
+
+  /** Allowed by a multi-call entry for this program name (callers check `paths` first: most decisions end there). */
+  allowsAs(exe: string, name: string): boolean {
     if (this.exactExe.get(exe)?.has(name)) return true;
     for (let i = 0; i < this.globExe.length; i++) if (this.globExe[i].names.has(name) && this.globExe[i].re.test(exe)) return true;
     return false;
@@ -107,6 +118,8 @@ export interface CompiledProfile {
     secretEnv: PathMatcher;
   };
   resources: Partial<Thresholds>;
+  /** Detection ids turned off for this profile (detections.disable, with inherited ones). */
+  disabledDetections: ReadonlySet<string>;
 }
 
 export interface CompiledPolicy {
@@ -151,6 +164,8 @@ export class Ruleset {
     readonly policy: CompiledPolicy,
     readonly files: readonly string[],
     readonly defaults: Thresholds,
+    /** Known-bad behaviour checked in every container (Detection documents). */
+    readonly detections: DetectionSet = new DetectionSet([]),
   ) {
     this.withImages = profiles.filter((p) => p.images.length > 0);
     this.severityOverrides = policy.severities;
@@ -198,9 +213,9 @@ export class Ruleset {
     return best;
   }
 
-  summary(): { files: number; profiles: number; entries: number; policy: string } {
+  summary(): { files: number; profiles: number; entries: number; detections: number; policy: string } {
     let entries = 0;
     for (const p of this.profiles) entries += p.process.size + p.writes.size + p.listen.length + p.connect.length;
-    return { files: this.files.length, profiles: this.profiles.length, entries, policy: this.policy.file ? `${this.policy.file}:${this.policy.line}` : 'defaults' };
+    return { files: this.files.length, profiles: this.profiles.length, entries, detections: this.detections.size, policy: this.policy.file ? `${this.policy.file}:${this.policy.line}` : 'defaults' };
   }
 }

@@ -1,6 +1,7 @@
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { docker, dockerExec, runContainer, TOOLS_IMAGE } from '../helpers/docker.js';
 import { startTestAgent, waitFor } from '../helpers/test-agent.js';
 
@@ -55,32 +56,83 @@ describe('process sensor (real kernel events, real containers)', () => {
     const id = await runContainer({ image: TOOLS_IMAGE, cmd: ['/usr/bin/sleep', '300'] });
     const n = 2000;
     await dockerExec(id, ['/bin/sh', '-c', `i=0; while [ $i -lt ${n} ]; do /usr/bin/true; i=$((i+1)); done`]);
-    const health = () => (t.agent.health() as { sensors: { process: { state: string; details: { containerExecs: number; kernelLost: number; queueDrops: number } } } }).sensors.process;
+    const health = () =>
+      (t.agent.health() as { sensors: { process: { state: string; details: { containerExecs: number; kernelLost: number; queueDrops: number } } } }).sensors
+        .process;
     // Every exec of the storm is either seen or counted as lost.
-    await waitFor(() => health().details.containerExecs + health().details.kernelLost + health().details.queueDrops >= n, 30_000, () => `execs accounted: ${JSON.stringify(health().details)}`);
+    await waitFor(
+      () => health().details.containerExecs + health().details.kernelLost + health().details.queueDrops >= n,
+      30_000,
+      () => `execs accounted: ${JSON.stringify(health().details)}`,
+    );
     expect(health().state).toBe('running');
     const lost = health().details.kernelLost + health().details.queueDrops;
     if (lost > 0) await t.waitForRecord((r) => r.rule === 'sensor.events_lost', 10_000);
     // Still working after the storm.
     await dockerExec(id, ['/usr/bin/whoami']);
-    await t.waitForRecord((r) => r.rule === 'process.not_allowed' && r.process?.exe === '/usr/bin/whoami' && r.container?.id === id);
+    await waitFor(
+      () => t.records.find((r) => r.rule === 'process.not_allowed' && r.process?.exe === '/usr/bin/whoami' && r.container?.id === id),
+      15_000,
+      () =>
+        `process.not_allowed for whoami; container in the inventory: ${t.agent.inventory.get(id) !== undefined}; process sensor: ${JSON.stringify(health().details)}`,
+    );
+  });
+
+  it("names users from the container's own /etc/passwd, and neither follows a link out of it nor blocks on a FIFO there", async () => {
+    const hostDir = mkdtempSync(path.join(tmpdir(), 'rw-passwd-'));
+    onTestFinished(() => rmSync(hostDir, { recursive: true, force: true }));
+    writeFileSync(path.join(hostDir, 'passwd'), 'planted:x:0:0::/:/bin/sh\n');
+    // The containers change /etc/passwd themselves and then keep running head: a `docker exec` would block
+    // in runc's own user lookup on the FIFO.
+    const looping = (prepare: string) =>
+      runContainer({ image: TOOLS_IMAGE, cmd: ['/bin/sh', '-c', `${prepare}while :; do /usr/bin/head -c 0 /dev/null; /usr/bin/sleep 0.2; done`] });
+    const plain = await looping('');
+    const linked = await looping(`rm /etc/passwd && ln -s ${hostDir}/passwd /etc/passwd && `);
+    const fifo = await looping('rm /etc/passwd && busybox mkfifo /etc/passwd && ');
+    const mergedDir = async (id: string) => docker(['inspect', '-f', '{{.GraphDriver.Data.MergedDir}}', id]);
+    const fifoPasswd = path.join(await mergedDir(fifo), 'etc/passwd');
+    const linkedPasswd = path.join(await mergedDir(linked), 'etc/passwd');
+    await waitFor(
+      () => lstatSync(fifoPasswd, { throwIfNoEntry: false })?.isFIFO() && lstatSync(linkedPasswd, { throwIfNoEntry: false })?.isSymbolicLink(),
+      10_000,
+      () => 'the containers to change /etc/passwd',
+    );
+    // Started after the changes, so the first read of each container's /etc/passwd is of the changed file.
+    const t = await processAgent();
+    // head is not allowed (so each run gives a record) and reads no user database itself.
+    const recordFor = (id: string) => t.waitForRecord((r) => r.rule === 'process.not_allowed' && r.container?.id === id && r.process?.exe === '/usr/bin/head');
+    expect((await recordFor(plain)).process?.user).toBe('root');
+    expect((await recordFor(linked)).process?.user).toBeUndefined();
+    expect((await recordFor(fifo)).process?.user).toBeUndefined();
   });
 
   it('leaves no thread or netlink socket behind when the agent stops', async () => {
     const threads = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
-    const netlinkFds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:') ; } catch { return false; } }).length;
+    const netlinkFds = () =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:');
+        } catch {
+          return false;
+        }
+      }).length;
     const before = { threads: threads(), sockets: netlinkFds() };
     const t = await processAgent();
     expect(threads()).toBeGreaterThan(before.threads);
     await t.stop();
-    await waitFor(() => threads() <= before.threads && netlinkFds() <= before.sockets, 5000, () => `threads ${threads()} (before ${before.threads}), sockets ${netlinkFds()} (before ${before.sockets})`);
+    await waitFor(
+      () => threads() <= before.threads && netlinkFds() <= before.sockets,
+      5000,
+      () => `threads ${threads()} (before ${before.threads}), sockets ${netlinkFds()} (before ${before.sockets})`,
+    );
   });
 });
 
 describe('process sensor fallback', () => {
   it('scans /proc when told to, and says coverage is partial', async () => {
     const t = await processAgent({ source: 'procfs', procfsIntervalMs: 100 });
-    const h = (t.agent.health() as { sensors: { process: { state: string; lastError?: string; details: { coverage: string; source: string } } } }).sensors.process;
+    const h = (t.agent.health() as { sensors: { process: { state: string; lastError?: string; details: { coverage: string; source: string } } } }).sensors
+      .process;
     expect(h.details).toMatchObject({ source: 'procfs', coverage: 'partial' });
     expect(h.state).toBe('degraded');
     // A process that lives long enough for a scan is seen and checked like any other.

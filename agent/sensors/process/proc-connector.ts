@@ -27,7 +27,7 @@ export interface ConnectorExecEvent {
   ppid: number;
   uid: number;
   euid: number;
-  /** Raw audit loginuid; 4294967295 means unset. Absent when unreadable. */
+  /** Raw audit loginuid; 4294967295 means unset. Read for host processes only (absent for container processes and when unreadable). */
   loginuid?: number;
   /** As seen from the process's own root (container-relative for containers). */
   exe: string;
@@ -97,7 +97,6 @@ interface NativeConnector {
 
 interface NativeModule {
   ProcConnector: new (opts: ProcConnectorOptions, onEvents: (batch: ConnectorEvent[]) => void) => NativeConnector;
-  containerIdFromCgroup(content: string): string;
 }
 
 const ADDON_RELATIVE = path.join('build', 'Release', 'proc_connector.node');
@@ -141,14 +140,6 @@ function load(): { mod: NativeModule } | { error: string } {
 export function loadProcConnector(): { available: true } | { available: false; reason: string } {
   const r = load();
   return 'mod' in r ? { available: true } : { available: false, reason: r.error };
-}
-
-/**
- * The 64-hex container id in /proc/<pid>/cgroup content ("" when none), parsed
- * exactly as the addon does at exec time. Throws when the addon is unavailable.
- */
-export function containerIdFromCgroup(content: string): string {
-  return native().containerIdFromCgroup(content);
 }
 
 function native(): NativeModule {

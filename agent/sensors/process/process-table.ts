@@ -6,29 +6,53 @@ export interface ProcessEntry {
   ppid: number;
   /** "" for host processes. */
   containerId: string;
+  /** "" when not known (e.g. the process exited before it could be read). */
   exe: string;
   args: string[];
   comm: string;
+  /** -1 when not known. */
   uid: number;
-  /** When this pid became this process (fork or first sight), epoch ms: tells a reused pid apart. */
+  /** When this pid became this process (fork, or its start time when first seen by a scan), epoch ms: tells a reused pid apart. */
   since: number;
   exited?: number;
 }
 
+/** What an exec tells about the new program; `exe`/`args`/`comm` replace the old program's, the rest keep what is known when absent. */
+export interface ExecFacts {
+  ppid?: number;
+  containerId?: string;
+  exe: string;
+  args: string[];
+  comm: string;
+  uid?: number;
+}
+
+export interface ProcessTableOptions {
+  /** Upper bound of entries; past it exited entries go first, then the oldest. */
+  maxEntries?: number;
+  /** How long an exited process stays, so the ancestry of its children still resolves. */
+  keepExitedMs?: number;
+}
+
 /**
- * pid → process, kept current by fork (the child inherits its parent's container and image, so a process
- * that exits before /proc can be read is still attributed), exec and exit. pids are reused (pid_max can be
- * 32768): a fork of a known pid replaces the old entry. Exited processes stay a short while so that the
- * ancestry of their children still resolves; the table is bounded, oldest exited first.
+ * pid → process, kept current by fork (the child inherits its parent's container, so a process that exits
+ * before /proc can be read is still attributed), exec and exit. pids are reused (pid_max can be 32768): a
+ * fork of a known pid replaces the old entry, and an ancestor that started after its descendant is a reused
+ * pid, not the parent. Bounded.
  */
 export class ProcessTable {
   private readonly byPid = new Map<number, ProcessEntry>();
-  private readonly exitedOrder: number[] = [];
+  /** Exited entries in exit order, pruned from the front. */
+  private readonly exitedOrder: ProcessEntry[] = [];
+  /** Per container, the most recently started live process (a cache in front of a scan of the table). */
+  private readonly latest = new Map<string, ProcessEntry>();
+  private readonly maxEntries: number;
+  private readonly keepExitedMs: number;
 
-  constructor(
-    private readonly maxEntries = 131_072,
-    private readonly keepExitedMs = 30_000,
-  ) {}
+  constructor(opts: ProcessTableOptions = {}) {
+    this.maxEntries = opts.maxEntries ?? 131_072;
+    this.keepExitedMs = opts.keepExitedMs ?? 30_000;
+  }
 
   get size(): number {
     return this.byPid.size;
@@ -38,8 +62,10 @@ export class ProcessTable {
     return this.byPid.get(pid);
   }
 
+  /** Adds a process found by a scan of /proc. */
   set(entry: ProcessEntry): void {
     this.byPid.set(entry.pid, entry);
+    this.noteStarted(entry);
     this.bound();
   }
 
@@ -59,17 +85,18 @@ export class ProcessTable {
     return child;
   }
 
-  /** Updates (or creates) the entry of an exec'ing process. Fields left undefined keep what fork inherited. */
-  exec(pid: number, ts: number, facts: Partial<Omit<ProcessEntry, 'pid' | 'since'>>): ProcessEntry {
+  /** Updates the entry of an exec'ing process, or creates it (with `ts` as its start) when its fork was not seen. */
+  exec(pid: number, ts: number, facts: ExecFacts): ProcessEntry {
     const cur = this.byPid.get(pid);
-    const entry: ProcessEntry = cur && !cur.exited ? cur : { pid, ppid: facts.ppid ?? 0, containerId: '', exe: '', args: [], comm: '', uid: -1, since: ts };
+    const entry: ProcessEntry = cur && !cur.exited ? cur : { pid, ppid: 0, containerId: '', exe: '', args: [], comm: '', uid: -1, since: ts };
     if (facts.ppid) entry.ppid = facts.ppid;
     if (facts.containerId) entry.containerId = facts.containerId;
-    if (facts.exe) entry.exe = facts.exe;
-    if (facts.args && facts.args.length) entry.args = facts.args;
-    if (facts.comm) entry.comm = facts.comm;
+    entry.exe = facts.exe;
+    entry.args = facts.args;
+    entry.comm = facts.comm;
     if (facts.uid !== undefined && facts.uid >= 0) entry.uid = facts.uid;
-    this.set(entry);
+    if (entry !== cur) this.set(entry);
+    else this.noteStarted(entry);
     return entry;
   }
 
@@ -77,55 +104,61 @@ export class ProcessTable {
     const e = this.byPid.get(pid);
     if (!e || e.exited) return;
     e.exited = ts;
-    this.exitedOrder.push(pid);
+    this.exitedOrder.push(e);
+    if (this.latest.get(e.containerId) === e) this.latest.delete(e.containerId);
     this.prune(ts);
   }
 
-  /** Parent chain, nearest first, at most `max` long (no cycles even if pids were reused oddly). */
+  /** Parent chain, nearest first, at most `max` long; ends at an unknown parent (named by pid only) or a reused pid. */
   ancestors(pid: number, max: number): ProcessAncestor[] {
     const out: ProcessAncestor[] = [];
+    let child = this.byPid.get(pid);
     const seen = new Set<number>([pid]);
-    let cur = this.byPid.get(pid)?.ppid ?? 0;
-    while (cur > 0 && out.length < max && !seen.has(cur)) {
-      seen.add(cur);
-      const e = this.byPid.get(cur);
-      if (!e) {
-        out.push({ pid: cur, exe: '' });
+    while (child && child.ppid > 0 && out.length < max && !seen.has(child.ppid)) {
+      seen.add(child.ppid);
+      const parent = this.byPid.get(child.ppid);
+      if (!parent || parent.since > child.since) {
+        out.push({ pid: child.ppid, exe: '' });
         break;
       }
-      out.push(e.comm ? { pid: e.pid, exe: e.exe, comm: e.comm } : { pid: e.pid, exe: e.exe });
-      cur = e.ppid;
+      out.push(parent.comm ? { pid: parent.pid, exe: parent.exe, comm: parent.comm } : { pid: parent.pid, exe: parent.exe });
+      child = parent;
     }
     return out;
   }
 
   /** The most recently started live process of a container (named on file and network events). */
   latestIn(containerId: string): ProcessEntry | undefined {
+    const cached = this.latest.get(containerId);
+    if (cached && !cached.exited && cached.containerId === containerId && this.byPid.get(cached.pid) === cached) return cached;
     let best: ProcessEntry | undefined;
     for (const e of this.byPid.values()) if (e.containerId === containerId && !e.exited && (!best || e.since > best.since)) best = e;
+    if (best) this.latest.set(containerId, best);
+    else this.latest.delete(containerId);
     return best;
   }
 
+  private noteStarted(e: ProcessEntry): void {
+    if (!e.containerId || e.exited) return;
+    const cur = this.latest.get(e.containerId);
+    if (!cur || cur.exited || e.since >= cur.since) this.latest.set(e.containerId, e);
+  }
+
   private prune(now: number): void {
-    while (this.exitedOrder.length) {
-      const pid = this.exitedOrder[0];
-      const e = this.byPid.get(pid);
-      if (e?.exited && now - e.exited < this.keepExitedMs) break;
-      this.exitedOrder.shift();
-      if (e?.exited) this.byPid.delete(pid);
-    }
+    while (this.exitedOrder.length && now - this.exitedOrder[0].exited! >= this.keepExitedMs) this.forget(this.exitedOrder.shift()!);
+  }
+
+  private forget(e: ProcessEntry): void {
+    if (this.byPid.get(e.pid) === e) this.byPid.delete(e.pid);
+    if (this.latest.get(e.containerId) === e) this.latest.delete(e.containerId);
   }
 
   private bound(): void {
     if (this.byPid.size <= this.maxEntries) return;
-    // Over the bound: drop exited entries first, then the oldest.
-    while (this.byPid.size > this.maxEntries && this.exitedOrder.length) {
-      const pid = this.exitedOrder.shift()!;
-      if (this.byPid.get(pid)?.exited) this.byPid.delete(pid);
-    }
-    for (const pid of this.byPid.keys()) {
+    while (this.byPid.size > this.maxEntries && this.exitedOrder.length) this.forget(this.exitedOrder.shift()!);
+    for (const e of this.byPid.values()) {
       if (this.byPid.size <= this.maxEntries) break;
-      this.byPid.delete(pid);
+      this.forget(e);
     }
   }
 }

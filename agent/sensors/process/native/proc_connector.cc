@@ -223,6 +223,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     Event e;
     int dfd = -1;
     uint64_t tsNs = 0;
+    bool cgOk = false;
   };
   struct SeqState {
     bool init = false;
@@ -629,6 +630,11 @@ class Connector : public Napi::ObjectWrap<Connector> {
         i = end + 1;
       }
     }
+    // On cgroup v1 hierarchies an exiting task (PF_EXITING) reads as being in
+    // "/", so the cgroup is as volatile as the mm: a `docker exec`'d command
+    // that exits at once would otherwise fall back to its fork-time cgroup,
+    // which is runc's on the host.
+    p.cgOk = ReadContainerId(dfd, e.containerId);
     // An empty cmdline means either argv was empty (legal, e.g. pwnkit) or
     // the mm is already gone; a second exe read tells the two apart.
     std::string again;
@@ -657,9 +663,11 @@ class Connector : public Napi::ObjectWrap<Connector> {
           const char* u = strstr(status, "\nUid:");
           if (u) sscanf(u + 5, "%u %u", &e.uid, &e.euid);
         }
-        cgOk = ReadContainerId(dfd, e.containerId);
+        cgOk = p.cgOk;
+        // Only host processes need it (who ran the docker CLI); every /proc
+        // file opened costs a proc inode, the bulk of the reader's CPU.
         char lu[16];
-        ssize_t ln = ReadAt(dfd, "loginuid", lu, sizeof lu - 1);
+        ssize_t ln = e.containerId.empty() ? ReadAt(dfd, "loginuid", lu, sizeof lu - 1) : -1;
         if (ln > 0) {
           lu[ln] = '\0';
           e.loginuid = strtoll(lu, nullptr, 10);
@@ -711,6 +719,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
         e.exe.clear();
         e.args.clear();
         e.cwd.clear();
+        e.containerId.clear();
         e.exeDeleted = e.argsTruncated = e.stdioSocket = e.hasCwd = false;
         e.resolved = false;
         return false;
