@@ -229,7 +229,7 @@ export const processBenchmark: Benchmark = {
           name: 'process: exe + args resolved',
           value: pct(cn.resolved),
           unit: '%',
-          note: `${cn.resolved}/${EXECS}; target ≥ 99%; reader SCHED_FIFO ${d.schedFifo}`,
+          note: `${cn.resolved}/${EXECS}; target ≥ 99%; ${d.unresolved} execs (any) exited before they were read; reader SCHED_FIFO ${d.schedFifo}`,
         },
         cpuFigure(cn),
         ...(cn.readerCpuMs === undefined

@@ -73,10 +73,16 @@ describe('runwatch rules (real process)', () => {
     expect(denied.out).toContain('connect tcp:[2001:db8::1]:443: NOT ALLOWED → network.connect_not_allowed (high)');
     expect(denied.out).toContain('- "tcp:[2001:db8::1]:443"');
 
-    const unprofiled = await cli(['rules', 'explain', '--image', 'acme/app:1', '--write', '/etc/passwd']);
+    const unprofiled = await cli(['rules', 'explain', '--image', 'acme/app:1', '--write', '/srv/data/x']);
     expect(unprofiled.code).toBe(0);
     expect(unprofiled.out).toContain('image.unprofiled (low)');
-    expect(unprofiled.out).toContain('write /etc/passwd: not checked (no profile applies)');
+    expect(unprofiled.out).toContain('write /srv/data/x: not checked (no profile applies)');
+
+    // Without a profile no allowlist checks a write, but a baseline detection (every container) still does.
+    const detected = await cli(['rules', 'explain', '--image', 'acme/app:1', '--write', '/etc/shadow']);
+    expect(detected.code).toBe(1);
+    expect(detected.out).toMatch(/write \/etc\/shadow: NOT ALLOWED → baseline\.\w+ \(high\)/);
+    expect(detected.out).toContain('write /etc/shadow: no profile applies, so no allowlist checks it');
   });
 
   it('help and usage errors', async () => {
