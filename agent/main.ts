@@ -68,7 +68,14 @@ export class Agent {
       {
         name: 'sinks',
         run: () => {
-          this.sinks = [...createSinks({ config, log: this.log.child({ component: 'sinks' }), notify: (rule, message, details) => this.notice(rule, 'medium', message, details) }), ...(this.opts.extraSinks ?? [])];
+          this.sinks = [
+            ...createSinks({
+              config,
+              log: this.log.child({ component: 'sinks' }),
+              notify: (rule, message, details) => this.notice(rule, 'medium', message, details),
+            }),
+            ...(this.opts.extraSinks ?? []),
+          ];
         },
       },
       {
@@ -114,7 +121,12 @@ export class Agent {
       this.log.debug('start step', { step: step.name });
       await step.run();
     }
-    this.log.info('runwatch running', { host: config.host, containers: this.inventory.size, sensors: this.sensors.map((s) => s.name), sinks: this.sinks.map((s) => s.name) });
+    this.log.info('runwatch running', {
+      host: config.host,
+      containers: this.inventory.size,
+      sensors: this.sensors.map((s) => s.name),
+      sinks: this.sinks.map((s) => s.name),
+    });
   }
 
   /** Stops sensors, drains the queue, flushes and closes sinks. Every step runs even if an earlier one failed. */
@@ -168,7 +180,8 @@ export class Agent {
   private async startRules(): Promise<void> {
     const { config } = this.opts;
     const log = this.log.child({ component: 'rules' });
-    const load = () => loadRuleset(config.rules.paths, { defaults: { cpuHighPercent: config.metrics.cpuHighPercent, memoryHighPercent: config.metrics.memoryHighPercent } });
+    const load = () =>
+      loadRuleset(config.rules.paths, { defaults: { cpuHighPercent: config.metrics.cpuHighPercent, memoryHighPercent: config.metrics.memoryHighPercent } });
     const history = new ImageHistory({ file: path.join(config.stateDir, 'image-history.json'), log });
     let current = new RulesDecider(load(), newDecisionState(history));
     this.setDecider(current);
@@ -185,16 +198,22 @@ export class Agent {
         log.info('rules reloaded', { changed: [...changed], ...ruleset.summary() });
       },
       onError: (errors: readonly RunwatchError[], changed) => {
-        for (const e of errors) log.error('rules reload failed, keeping the last good rules', { error: e.format(), file: e.file, line: e.line, field: e.field });
+        for (const e of errors)
+          log.error('rules reload failed, keeping the last good rules', { error: e.format(), file: e.file, line: e.line, field: e.field });
         const first = errors[0];
-        this.notice('rules.reload_failed', 'high', `Rules reload failed, the last good rules stay in force: ${first?.format() ?? 'unknown error'}${errors.length > 1 ? ` (and ${errors.length - 1} more)` : ''}`, {
-          errors: errors.length,
-          changed: changed.join(','),
-          ...(first?.file !== undefined && { file: first.file }),
-          ...(first?.line !== undefined && { line: first.line }),
-          ...(first?.field !== undefined && { field: first.field }),
-          ...(first && { code: first.code }),
-        });
+        this.notice(
+          'rules.reload_failed',
+          'high',
+          `Rules reload failed, the last good rules stay in force: ${first?.format() ?? 'unknown error'}${errors.length > 1 ? ` (and ${errors.length - 1} more)` : ''}`,
+          {
+            errors: errors.length,
+            changed: changed.join(','),
+            ...(first?.file !== undefined && { file: first.file }),
+            ...(first?.line !== undefined && { line: first.line }),
+            ...(first?.field !== undefined && { field: first.field }),
+            ...(first && { code: first.code }),
+          },
+        );
       },
     });
     await this.rulesWatcher.start();

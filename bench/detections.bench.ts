@@ -12,9 +12,25 @@ const PASSES = 50;
 const DEFAULTS = { cpuHighPercent: 90, memoryHighPercent: 90 };
 
 const info: ContainerInfo = {
-  id: 'f'.repeat(64), name: 'web', image: 'nginx:1.27', imageId: `sha256:${'c'.repeat(64)}`, imageRepoDigests: [],
-  created: '2025-01-01T00:00:00Z', running: true, pid: 1000, user: '', privileged: false, capAdd: [], capDrop: [],
-  hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false }, networkMode: 'bridge', mounts: [], readOnlyRootfs: false, envNames: [], memoryLimit: 0, cpuLimit: 0,
+  id: 'f'.repeat(64),
+  name: 'web',
+  image: 'nginx:1.27',
+  imageId: `sha256:${'c'.repeat(64)}`,
+  imageRepoDigests: [],
+  created: '2025-01-01T00:00:00Z',
+  running: true,
+  pid: 1000,
+  user: '',
+  privileged: false,
+  capAdd: [],
+  capDrop: [],
+  hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
+  networkMode: 'bridge',
+  mounts: [],
+  readOnlyRootfs: false,
+  envNames: [],
+  memoryLimit: 0,
+  cpuLimit: 0,
 };
 
 type Ev = ProcessExecEvent | FileChangeEvent | NetSocketEvent;
@@ -22,9 +38,28 @@ type Ev = ProcessExecEvent | FileChangeEvent | NetSocketEvent;
 /** What an nginx container does all day (execs, cache writes, connections), plus a few bad events. */
 function workload(): Ev[] {
   const proc = (exe: string, args: string[], parent = '/usr/sbin/nginx', extra: Partial<ProcessExecEvent> = {}): ProcessExecEvent => ({
-    kind: 'process_exec', ts: 0, containerId: info.id, pid: 10, ppid: 1, exe, args, argv0: args[0], comm: path.basename(exe).slice(0, 15), uid: 101, ancestors: [{ pid: 1, exe: parent, comm: path.basename(parent) }], resolved: true, ...extra,
+    kind: 'process_exec',
+    ts: 0,
+    containerId: info.id,
+    pid: 10,
+    ppid: 1,
+    exe,
+    args,
+    argv0: args[0],
+    comm: path.basename(exe).slice(0, 15),
+    uid: 101,
+    ancestors: [{ pid: 1, exe: parent, comm: path.basename(parent) }],
+    resolved: true,
+    ...extra,
   });
-  const file = (p: string, op: FileChangeEvent['op'] = 'modify'): FileChangeEvent => ({ kind: 'file_change', ts: 0, containerId: info.id, path: p, op, mode: 0o100644 });
+  const file = (p: string, op: FileChangeEvent['op'] = 'modify'): FileChangeEvent => ({
+    kind: 'file_change',
+    ts: 0,
+    containerId: info.id,
+    path: p,
+    op,
+    mode: 0o100644,
+  });
   const out: Ev[] = [];
   for (let i = 0; i < 100; i++) {
     out.push(proc('/usr/sbin/nginx', ['nginx', '-g', 'daemon off;'], '/usr/bin/dash'));
@@ -74,7 +109,12 @@ export const detectionsBenchmark: Benchmark = {
     const aloneRate = rate(profileOnly);
     return [
       withBaseline(
-        { name: `detections: decisions/s, baseline (${both.ruleset.detections.size}) + nginx profile`, value: withBaselineRate, unit: 'decisions/s', note: 'one core, best of 5; target ≥ 1,000,000' },
+        {
+          name: `detections: decisions/s, baseline (${both.ruleset.detections.size}) + nginx profile`,
+          value: withBaselineRate,
+          unit: 'decisions/s',
+          note: 'one core, best of 5; target ≥ 1,000,000',
+        },
         { name: 'nginx profile alone', value: aloneRate },
       ),
     ];

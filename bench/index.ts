@@ -10,7 +10,16 @@ import { resourcesBenchmark } from './resources.bench.js';
 import { rulesBenchmark } from './rules.bench.js';
 
 /** Every benchmark the project has, in one explicit list. */
-const benchmarks: Benchmark[] = [pipelineBenchmark, processBenchmark, resourcesBenchmark, networkBenchmark, fileBenchmark, rulesBenchmark, detectionsBenchmark, exportBenchmark];
+const benchmarks: Benchmark[] = [
+  pipelineBenchmark,
+  processBenchmark,
+  resourcesBenchmark,
+  networkBenchmark,
+  fileBenchmark,
+  rulesBenchmark,
+  detectionsBenchmark,
+  exportBenchmark,
+];
 
 function fmt(n: number): string {
   if (!Number.isFinite(n)) return String(n);

@@ -16,15 +16,40 @@ const EVENTS = 200_000;
 function fakeContainer(i: number): ContainerInfo {
   const id = i.toString(16).padStart(64, '0');
   return {
-    id, name: `c${i}`, image: 'acr.example.io/web:1', imageId: `sha256:${'a'.repeat(64)}`, imageRepoDigests: [], created: new Date().toISOString(),
-    running: true, pid: 1000 + i, user: '', privileged: false, capAdd: [], capDrop: [], hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
-    networkMode: 'none', mounts: [], readOnlyRootfs: false, envNames: [], memoryLimit: 0, cpuLimit: 0,
+    id,
+    name: `c${i}`,
+    image: 'acr.example.io/web:1',
+    imageId: `sha256:${'a'.repeat(64)}`,
+    imageRepoDigests: [],
+    created: new Date().toISOString(),
+    running: true,
+    pid: 1000 + i,
+    user: '',
+    privileged: false,
+    capAdd: [],
+    capDrop: [],
+    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
+    networkMode: 'none',
+    mounts: [],
+    readOnlyRootfs: false,
+    envNames: [],
+    memoryLimit: 0,
+    cpuLimit: 0,
   };
 }
 
 function syntheticEvents(n: number): DockerActionEvent[] {
   const out: DockerActionEvent[] = [];
-  for (let i = 0; i < n; i++) out.push({ kind: 'docker_action', ts: Date.now(), scope: 'container', action: 'exec_start', containerId: (i % 50).toString(16).padStart(64, '0'), execId: String(i), command: `sh -c echo ${i}` });
+  for (let i = 0; i < n; i++)
+    out.push({
+      kind: 'docker_action',
+      ts: Date.now(),
+      scope: 'container',
+      action: 'exec_start',
+      containerId: (i % 50).toString(16).padStart(64, '0'),
+      execId: String(i),
+      command: `sh -c echo ${i}`,
+    });
   return out;
 }
 
@@ -39,11 +64,24 @@ export const pipelineBenchmark: Benchmark = {
 
       // Baseline: the same records, already built, serialized and appended straight to a file.
       const events = syntheticEvents(EVENTS);
-      const prebuilt: RunwatchRecord[] = events.map((ev) => buildRecord({ ...ev, container: { id: ev.containerId!, name: 'c', image: 'acr.example.io/web:1', imageId: 'sha256:x' } }, { kind: 'audit', rule: 'audit.exec', severity: 'medium', message: 'x' }, 'bench'));
+      const prebuilt: RunwatchRecord[] = events.map((ev) =>
+        buildRecord(
+          { ...ev, container: { id: ev.containerId!, name: 'c', image: 'acr.example.io/web:1', imageId: 'sha256:x' } },
+          { kind: 'audit', rule: 'audit.exec', severity: 'medium', message: 'x' },
+          'bench',
+        ),
+      );
       const direct = path.join(dir, 'direct.jsonl');
       const fd = openSync(direct, 'a');
       let t0 = process.hrtime.bigint();
-      for (let i = 0; i < prebuilt.length; i += 512) writeSync(fd, prebuilt.slice(i, i + 512).map((r) => JSON.stringify(r)).join('\n') + '\n');
+      for (let i = 0; i < prebuilt.length; i += 512)
+        writeSync(
+          fd,
+          prebuilt
+            .slice(i, i + 512)
+            .map((r) => JSON.stringify(r))
+            .join('\n') + '\n',
+        );
       closeSync(fd);
       const directSecs = Number(process.hrtime.bigint() - t0) / 1e9;
 
@@ -64,7 +102,10 @@ export const pipelineBenchmark: Benchmark = {
       const pipeRate = EVENTS / pipeSecs;
       const directRate = EVENTS / directSecs;
       return [
-        withBaseline({ name: 'pipeline: events/s (queue→enrich→decide→JSON-lines file)', value: pipeRate, unit: 'events/s' }, { name: 'direct JSON-lines write', value: directRate }),
+        withBaseline(
+          { name: 'pipeline: events/s (queue→enrich→decide→JSON-lines file)', value: pipeRate, unit: 'events/s' },
+          { name: 'direct JSON-lines write', value: directRate },
+        ),
       ];
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -18,7 +18,9 @@ const RUN_LABEL = `runwatch.bench.run=${process.pid}-${Date.now()}`;
 const CLOCK_TICKS_PER_SEC = 100;
 
 function removeBenchContainers(): void {
-  const ids = execFileSync('docker', ['ps', '-aq', '--filter', `label=${RUN_LABEL}`], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  const ids = execFileSync('docker', ['ps', '-aq', '--filter', `label=${RUN_LABEL}`], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean);
   if (ids.length) execFileSync('docker', ['rm', '-f', ...ids], { stdio: 'ignore' });
 }
 
@@ -28,7 +30,19 @@ async function startContainers(n: number): Promise<string[]> {
   const worker = async () => {
     while (next < n) {
       next++;
-      const { stdout } = await exec('docker', ['run', '-d', '--label', 'runwatch.test=bench', '--label', RUN_LABEL, '--network', 'none', IMAGE, 'sleep', '3600']);
+      const { stdout } = await exec('docker', [
+        'run',
+        '-d',
+        '--label',
+        'runwatch.test=bench',
+        '--label',
+        RUN_LABEL,
+        '--network',
+        'none',
+        IMAGE,
+        'sleep',
+        '3600',
+      ]);
       ids.push(stdout.trim());
     }
   };
@@ -104,7 +118,11 @@ async function measure(collector: ResourceCollector, rounds: number, daemon: rea
   }
 }
 
-const perCycle = (c: CycleCost & { cycles: number }) => ({ agentCpuMs: c.agentCpuMs / c.cycles, daemonCpuMs: c.daemonCpuMs / c.cycles, wallMs: c.wallMs / c.cycles });
+const perCycle = (c: CycleCost & { cycles: number }) => ({
+  agentCpuMs: c.agentCpuMs / c.cycles,
+  daemonCpuMs: c.daemonCpuMs / c.cycles,
+  wallMs: c.wallMs / c.cycles,
+});
 
 /** Metrics collection cost per cycle for 50 containers: cgroup files against the Docker stats API, side by side. */
 export const resourcesBenchmark: Benchmark = {
@@ -133,7 +151,8 @@ export const resourcesBenchmark: Benchmark = {
       for (const v of Object.values(variants)) await v.collector.collect(); // warm-up: JIT, sockets, path cache
       // Interleaved so that load from anything else on the host spreads over both sides.
       for (let round = 0; round < 3; round++) {
-        for (const [name, v] of Object.entries(variants) as [keyof typeof variants, (typeof variants)['cgroup']][]) await measure(v.collector, v.rounds, daemon, totals[name]);
+        for (const [name, v] of Object.entries(variants) as [keyof typeof variants, (typeof variants)['cgroup']][])
+          await measure(v.collector, v.rounds, daemon, totals[name]);
       }
       const cg = perCycle(totals.cgroup);
       const os1 = perCycle(totals.oneShot);
@@ -149,14 +168,46 @@ export const resourcesBenchmark: Benchmark = {
       const n = `${CONTAINERS} containers`;
       const cgTotal = { name: 'cgroup read (agent+daemon)', value: cg.agentCpuMs + cg.daemonCpuMs };
       const figures: BenchFigure[] = [
-        { name: `resources: cgroup read, CPU ms/cycle (${n}, agent+daemon)`, value: cgTotal.value, unit: 'ms', note: `default (auto); agent ${fmt(cg.agentCpuMs)} + daemon ${fmt(cg.daemonCpuMs)}` },
+        {
+          name: `resources: cgroup read, CPU ms/cycle (${n}, agent+daemon)`,
+          value: cgTotal.value,
+          unit: 'ms',
+          note: `default (auto); agent ${fmt(cg.agentCpuMs)} + daemon ${fmt(cg.daemonCpuMs)}`,
+        },
         { name: `resources: cgroup read, wall ms/cycle (${n})`, value: cg.wallMs, unit: 'ms' },
-        withBaseline({ name: `resources: stats API one-shot, CPU ms/cycle (${n}, agent+daemon)`, value: os1.agentCpuMs + os1.daemonCpuMs, unit: 'ms', note: `agent ${fmt(os1.agentCpuMs)} + daemon ${fmt(os1.daemonCpuMs)}` }, cgTotal),
-        withBaseline({ name: `resources: stats API one-shot, agent CPU ms/cycle (${n})`, value: os1.agentCpuMs, unit: 'ms' }, { name: 'cgroup read (agent)', value: cg.agentCpuMs }),
+        withBaseline(
+          {
+            name: `resources: stats API one-shot, CPU ms/cycle (${n}, agent+daemon)`,
+            value: os1.agentCpuMs + os1.daemonCpuMs,
+            unit: 'ms',
+            note: `agent ${fmt(os1.agentCpuMs)} + daemon ${fmt(os1.daemonCpuMs)}`,
+          },
+          cgTotal,
+        ),
+        withBaseline(
+          { name: `resources: stats API one-shot, agent CPU ms/cycle (${n})`, value: os1.agentCpuMs, unit: 'ms' },
+          { name: 'cgroup read (agent)', value: cg.agentCpuMs },
+        ),
         withBaseline({ name: `resources: stats API one-shot, wall ms/cycle (${n})`, value: os1.wallMs, unit: 'ms' }, { name: 'cgroup read', value: cg.wallMs }),
-        withBaseline({ name: `resources: stats API stream:false, CPU ms/cycle (${n}, agent+daemon)`, value: os2.agentCpuMs + os2.daemonCpuMs, unit: 'ms', note: `two samples per call; agent ${fmt(os2.agentCpuMs)} + daemon ${fmt(os2.daemonCpuMs)}` }, cgTotal),
-        withBaseline({ name: `resources: stats API stream:false, wall ms/cycle (${n})`, value: os2.wallMs, unit: 'ms' }, { name: 'cgroup read', value: cg.wallMs }),
-        { name: 'resources: host sample (systeminformation), CPU ms/cycle', value: hostCpuMs, unit: 'ms', note: 'agent process; df is a child process and not counted' },
+        withBaseline(
+          {
+            name: `resources: stats API stream:false, CPU ms/cycle (${n}, agent+daemon)`,
+            value: os2.agentCpuMs + os2.daemonCpuMs,
+            unit: 'ms',
+            note: `two samples per call; agent ${fmt(os2.agentCpuMs)} + daemon ${fmt(os2.daemonCpuMs)}`,
+          },
+          cgTotal,
+        ),
+        withBaseline(
+          { name: `resources: stats API stream:false, wall ms/cycle (${n})`, value: os2.wallMs, unit: 'ms' },
+          { name: 'cgroup read', value: cg.wallMs },
+        ),
+        {
+          name: 'resources: host sample (systeminformation), CPU ms/cycle',
+          value: hostCpuMs,
+          unit: 'ms',
+          note: 'agent process; df is a child process and not counted',
+        },
       ];
       return figures;
     } finally {

@@ -75,12 +75,22 @@ function validate(raw: unknown, src: SourcedDocument | undefined, file: string, 
   const envErrors: RunwatchError[] = [];
   const onMissing = (at: (string | number)[], name: string) => {
     const loc = src ? locate(src, at) : {};
-    envErrors.push(new RunwatchError('RW_CONFIG_ENV', `environment variable ${name} is not set (use \${${name}:-default} for an optional one)`, { file, ...loc, field: formatPath(at) }));
+    envErrors.push(
+      new RunwatchError('RW_CONFIG_ENV', `environment variable ${name} is not set (use \${${name}:-default} for an optional one)`, {
+        file,
+        ...loc,
+        field: formatPath(at),
+      }),
+    );
   };
   // Defaults may hold ${VAR:-} references too, so substitute after applying them.
   const first = configSchema.safeParse(raw);
   if (!first.success) {
-    throw new RunwatchErrors(src ? zodIssuesToErrors(src, first.error.issues, 'RW_CONFIG_INVALID') : first.error.issues.map((i) => new RunwatchError('RW_CONFIG_INVALID', i.message, { file, field: formatPath(i.path as (string | number)[]) })));
+    throw new RunwatchErrors(
+      src
+        ? zodIssuesToErrors(src, first.error.issues, 'RW_CONFIG_INVALID')
+        : first.error.issues.map((i) => new RunwatchError('RW_CONFIG_INVALID', i.message, { file, field: formatPath(i.path as (string | number)[]) })),
+    );
   }
   const substituted = substituteEnv(first.data, [], env, onMissing) as RunwatchConfig;
   if (envErrors.length) throw new RunwatchErrors(envErrors);
@@ -96,7 +106,11 @@ function validate(raw: unknown, src: SourcedDocument | undefined, file: string, 
       az.connectionString = readFileSync(path.resolve(path.dirname(file), az.connectionStringFile), 'utf8').trim();
     } catch (err) {
       throw new RunwatchErrors([
-        new RunwatchError('RW_CONFIG_READ', `cannot read the connection string file: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { file, field: 'outputs.azureMonitor.connectionStringFile', ...(src ? locate(src, ['outputs', 'azureMonitor', 'connectionStringFile']) : {}) }),
+        new RunwatchError('RW_CONFIG_READ', `cannot read the connection string file: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, {
+          file,
+          field: 'outputs.azureMonitor.connectionStringFile',
+          ...(src ? locate(src, ['outputs', 'azureMonitor', 'connectionStringFile']) : {}),
+        }),
       ]);
     }
   }
@@ -110,7 +124,9 @@ export function loadConfigFile(file: string, opts: LoadConfigOptions = {}): Conf
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new RunwatchErrors([new RunwatchError('RW_CONFIG_READ', `cannot read config: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file }, { cause: err })]);
+    throw new RunwatchErrors([
+      new RunwatchError('RW_CONFIG_READ', `cannot read config: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file }, { cause: err }),
+    ]);
   }
   return parseConfig(text, path.resolve(file), opts);
 }

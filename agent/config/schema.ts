@@ -86,7 +86,9 @@ export const configSchema = obj({
       /** Directory levels in a change's pathPrefix (its grouping subject): 3 groups /app/cache/a/b/f under /app/cache/a. */
       groupDepth: z.number().int().min(1).max(16).default(3),
       /** Globs (inside the container) whose changes are ignored. */
-      ignore: z.array(z.string().startsWith('/', 'must be an absolute path glob inside the container')).default(['/proc/**', '/sys/**', '/dev/**', '/run/**/*.pid', '/tmp/.X11-unix/**']),
+      ignore: z
+        .array(z.string().startsWith('/', 'must be an absolute path glob inside the container'))
+        .default(['/proc/**', '/sys/**', '/dev/**', '/run/**/*.pid', '/tmp/.X11-unix/**']),
     }).prefault({}),
     network: obj({
       enabled: z.boolean().default(true),

@@ -14,11 +14,7 @@ export interface SourcedDocument {
 export type FieldPath = readonly (string | number)[];
 
 /** Parses every document of a YAML text; syntax errors come back located, not thrown. */
-export function parseYamlDocuments(
-  text: string,
-  file: string,
-  code: ErrorCode,
-): { docs: SourcedDocument[]; errors: RunwatchError[] } {
+export function parseYamlDocuments(text: string, file: string, code: ErrorCode): { docs: SourcedDocument[]; errors: RunwatchError[] } {
   const lineCounter = new LineCounter();
   const parsed = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const list = Array.isArray(parsed) ? parsed : [];
@@ -72,7 +68,12 @@ export function formatPath(path: FieldPath): string {
 }
 
 /** Turns zod's issues into located errors. Unknown keys point at the key itself. */
-export function zodIssuesToErrors(src: SourcedDocument, issues: readonly z.core.$ZodIssue[], code: ErrorCode, unknownKeyCode: ErrorCode = code): RunwatchError[] {
+export function zodIssuesToErrors(
+  src: SourcedDocument,
+  issues: readonly z.core.$ZodIssue[],
+  code: ErrorCode,
+  unknownKeyCode: ErrorCode = code,
+): RunwatchError[] {
   const out: RunwatchError[] = [];
   for (const issue of issues) {
     const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');

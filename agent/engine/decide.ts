@@ -1,4 +1,13 @@
-import type { ContainerInfo, ContainerLifecycleEvent, FileChangeEvent, Finding, NetSocketEvent, ProcessExecEvent, ResourceSampleEvent, RunwatchEvent } from '../events/types.js';
+import type {
+  ContainerInfo,
+  ContainerLifecycleEvent,
+  FileChangeEvent,
+  Finding,
+  NetSocketEvent,
+  ProcessExecEvent,
+  ResourceSampleEvent,
+  RunwatchEvent,
+} from '../events/types.js';
 import { assertNever } from '../events/types.js';
 import { auditFindings } from './audit-decider.js';
 import type { DecisionContext } from './engine.js';

@@ -41,17 +41,21 @@ export function compileRuleset(
       const first = detections.get(d.doc.id);
       if (first) errs.add('RW_RULE_DUPLICATE', `detection "${d.doc.id}" is already defined at ${first.file}:${first.line}`, d.src, ['id']);
       else if (d.doc.id in RULE_CATALOG) errs.add('RW_RULE_DUPLICATE', `"${d.doc.id}" is a built-in rule id; pick another`, d.src, ['id']);
-      const compiled = compileDetection(d.doc, { file: d.src.file, line: locate(d.src, ['id']).line }, (code, message, field) => errs.add(code, message, d.src, field));
+      const compiled = compileDetection(d.doc, { file: d.src.file, line: locate(d.src, ['id']).line }, (code, message, field) =>
+        errs.add(code, message, d.src, field),
+      );
       if (compiled && !first) detections.set(d.doc.id, compiled);
       continue;
     }
     if (d.kind === 'ImagePolicy') {
-      if (policy) errs.add('RW_RULE_DUPLICATE', `a second ImagePolicy; the first is at ${policy.src.file}:${policy.src.line} (one policy per ruleset)`, d.src, ['kind']);
+      if (policy)
+        errs.add('RW_RULE_DUPLICATE', `a second ImagePolicy; the first is at ${policy.src.file}:${policy.src.line} (one policy per ruleset)`, d.src, ['kind']);
       else policy = { doc: d.doc, src: d.src };
       continue;
     }
     const first = profiles.get(d.doc.name);
-    if (first) errs.add('RW_RULE_DUPLICATE', `profile "${d.doc.name}" is already defined at ${first.src.file}:${locate(first.src, ['name']).line}`, d.src, ['name']);
+    if (first)
+      errs.add('RW_RULE_DUPLICATE', `profile "${d.doc.name}" is already defined at ${first.src.file}:${locate(first.src, ['name']).line}`, d.src, ['name']);
     else profiles.set(d.doc.name, { doc: d.doc, src: d.src });
   }
   for (const p of profiles.values()) checkProfile(p, errs);
@@ -59,7 +63,8 @@ export function compileRuleset(
   if (detections.size) {
     for (const p of profiles.values()) {
       (p.doc.detections?.disable ?? []).forEach((id, i) => {
-        if (!detections.has(id)) errs.add('RW_RULE_INVALID', `unknown detection "${id}"${suggest(id, [...detections.keys()])}`, p.src, ['detections', 'disable', i]);
+        if (!detections.has(id))
+          errs.add('RW_RULE_INVALID', `unknown detection "${id}"${suggest(id, [...detections.keys()])}`, p.src, ['detections', 'disable', i]);
       });
     }
   }
@@ -87,7 +92,14 @@ function checkProfile({ doc, src }: ProfileDoc, errs: ErrorList): void {
     if (typeof entry === 'string') return checkGlob(entry, true, src, ['process', 'allow', i], errs);
     checkGlob(entry.exe, true, src, ['process', 'allow', i, 'exe'], errs);
     entry.names.forEach((n, j) => {
-      if (n.includes('/') || /[*?[{]/.test(n)) errs.add('RW_RULE_INVALID', `program name ${JSON.stringify(n)} is a plain name (argv[0]'s base name), not a path or glob`, src, ['process', 'allow', i, 'names', j]);
+      if (n.includes('/') || /[*?[{]/.test(n))
+        errs.add('RW_RULE_INVALID', `program name ${JSON.stringify(n)} is a plain name (argv[0]'s base name), not a path or glob`, src, [
+          'process',
+          'allow',
+          i,
+          'names',
+          j,
+        ]);
     });
   });
   (doc.files?.write ?? []).forEach((g, i) => checkGlob(g, true, src, ['files', 'write', i], errs));
@@ -103,7 +115,8 @@ function checkProfile({ doc, src }: ProfileDoc, errs: ErrorList): void {
   net(doc.network?.listen, 'listen');
   net(doc.network?.connect, 'connect');
   (doc.posture?.allowCapabilities ?? []).forEach((c, i) => {
-    if (!CAPABILITIES.has(normaliseCapability(c))) errs.add('RW_RULE_INVALID', `unknown capability ${JSON.stringify(c)}`, src, ['posture', 'allowCapabilities', i]);
+    if (!CAPABILITIES.has(normaliseCapability(c)))
+      errs.add('RW_RULE_INVALID', `unknown capability ${JSON.stringify(c)}`, src, ['posture', 'allowCapabilities', i]);
   });
   (doc.posture?.allowMounts ?? []).forEach((g, i) => checkGlob(g, true, src, ['posture', 'allowMounts', i], errs));
   (doc.posture?.allowSecretEnv ?? []).forEach((g, i) => checkGlob(g, false, src, ['posture', 'allowSecretEnv', i], errs));
@@ -111,7 +124,8 @@ function checkProfile({ doc, src }: ProfileDoc, errs: ErrorList): void {
 
 function checkPolicy(doc: ImagePolicyDoc, src: SourcedDocument, errs: ErrorList): void {
   (doc.registries ?? []).forEach((r, i) => {
-    if (r.includes('/')) errs.add('RW_RULE_INVALID', `a registry is a host name (e.g. "acr.acme.example" or "localhost:5000"), not ${JSON.stringify(r)}`, src, ['registries', i]);
+    if (r.includes('/'))
+      errs.add('RW_RULE_INVALID', `a registry is a host name (e.g. "acr.acme.example" or "localhost:5000"), not ${JSON.stringify(r)}`, src, ['registries', i]);
     else checkGlob(r, false, src, ['registries', i], errs);
   });
 }
@@ -128,7 +142,10 @@ function resolveExtends(profiles: Map<string, ProfileDoc>, invalid: ReadonlySet<
     p.doc.extends.forEach((parent, i) => {
       if (!profiles.has(parent)) {
         if (invalid.has(parent)) return;
-        errs.add('RW_RULE_EXTENDS', `profile "${name}" extends "${parent}", which is not defined${suggest(parent, [...profiles.keys()])}`, p.src, ['extends', i]);
+        errs.add('RW_RULE_EXTENDS', `profile "${name}" extends "${parent}", which is not defined${suggest(parent, [...profiles.keys()])}`, p.src, [
+          'extends',
+          i,
+        ]);
         return;
       }
       if (state.get(parent) === 'visiting') {
@@ -146,7 +163,10 @@ function resolveExtends(profiles: Map<string, ProfileDoc>, invalid: ReadonlySet<
 }
 
 function suggest(name: string, known: string[]): string {
-  const close = known.map((k) => ({ k, d: editDistance(name.toLowerCase(), k.toLowerCase()) })).filter((c) => c.d <= 2).sort((a, b) => a.d - b.d)[0];
+  const close = known
+    .map((k) => ({ k, d: editDistance(name.toLowerCase(), k.toLowerCase()) }))
+    .filter((c) => c.d <= 2)
+    .sort((a, b) => a.d - b.d)[0];
   return close ? ` (did you mean "${close.k}"?)` : '';
 }
 
@@ -178,7 +198,12 @@ function lineage(name: string, profiles: Map<string, ProfileDoc>): string[] {
 function compileProfile(name: string, profiles: Map<string, ProfileDoc>): CompiledProfile {
   const self = profiles.get(name)!;
   const chain = lineage(name, profiles);
-  const origin = (p: ProfileDoc, field: FieldPath, entry: string): EntryOrigin => ({ profile: p.doc.name, file: p.src.file, line: locate(p.src, field).line, entry });
+  const origin = (p: ProfileDoc, field: FieldPath, entry: string): EntryOrigin => ({
+    profile: p.doc.name,
+    file: p.src.file,
+    line: locate(p.src, field).line,
+    entry,
+  });
   const paths: EntryOrigin[] = [];
   const multiCall: ConstructorParameters<typeof ProcessAllowlist>[1] = [];
   const writes: EntryOrigin[] = [];
@@ -194,7 +219,12 @@ function compileProfile(name: string, profiles: Map<string, ProfileDoc>): Compil
     const d = p.doc;
     (d.process?.allow ?? []).forEach((e, i) => {
       if (typeof e === 'string') paths.push(origin(p, ['process', 'allow', i], e));
-      else multiCall.push({ exe: compileGlob(e.exe), names: e.names, origin: origin(p, ['process', 'allow', i], `{ exe: ${e.exe}, names: [${e.names.join(', ')}] }`) });
+      else
+        multiCall.push({
+          exe: compileGlob(e.exe),
+          names: e.names,
+          origin: origin(p, ['process', 'allow', i], `{ exe: ${e.exe}, names: [${e.names.join(', ')}] }`),
+        });
     });
     (d.files?.write ?? []).forEach((g, i) => writes.push(origin(p, ['files', 'write', i], g)));
     (d.network?.listen ?? []).forEach((s, i) => listen.push({ spec: parseListenSpec(s), origin: origin(p, ['network', 'listen', i], s) }));
@@ -261,7 +291,9 @@ function compilePolicy(p: { doc: ImagePolicyDoc; src: SourcedDocument } | undefi
   };
   if (d.registries) {
     out.registryList = d.registries.map((r) => r.toLowerCase());
-    out.registries = new PathMatcher(d.registries.map((r, i) => ({ profile: 'ImagePolicy', file: p.src.file, line: locate(p.src, ['registries', i]).line, entry: r.toLowerCase() })));
+    out.registries = new PathMatcher(
+      d.registries.map((r, i) => ({ profile: 'ImagePolicy', file: p.src.file, line: locate(p.src, ['registries', i]).line, entry: r.toLowerCase() })),
+    );
   }
   if (d.maxImageAgeDays !== undefined) out.maxImageAgeDays = d.maxImageAgeDays;
   return out;

@@ -16,18 +16,38 @@ export const RULE_CATALOG = {
   'image.digest_changed': { severity: 'medium', when: 'container start', what: 'a tag now runs a different image than it did before on this host' },
   'posture.privileged': { severity: 'critical', when: 'container start', what: 'the container runs --privileged' },
   'posture.root_user': { severity: 'medium', when: 'container start', what: 'the container runs as root (uid 0)' },
-  'posture.added_capabilities': { severity: 'medium', when: 'container start', what: 'capabilities were added (high for SYS_ADMIN, SYS_PTRACE, SYS_MODULE, NET_ADMIN, ALL …)' },
+  'posture.added_capabilities': {
+    severity: 'medium',
+    when: 'container start',
+    what: 'capabilities were added (high for SYS_ADMIN, SYS_PTRACE, SYS_MODULE, NET_ADMIN, ALL …)',
+  },
   'posture.host_namespace': { severity: 'high', when: 'container start', what: "the container shares the host's pid, net, ipc, uts or user namespace" },
-  'posture.sensitive_mount': { severity: 'high', when: 'container start', what: 'a sensitive host path is bind-mounted (critical for runtime sockets, "/" and Docker\'s data)' },
+  'posture.sensitive_mount': {
+    severity: 'high',
+    when: 'container start',
+    what: 'a sensitive host path is bind-mounted (critical for runtime sockets, "/" and Docker\'s data)',
+  },
   'posture.writable_rootfs': { severity: 'low', when: 'container start', what: 'the root filesystem is writable (no --read-only)' },
-  'posture.secret_in_env': { severity: 'medium', when: 'container start', what: 'environment variable names look like secrets (values are never read or shown)' },
+  'posture.secret_in_env': {
+    severity: 'medium',
+    when: 'container start',
+    what: 'environment variable names look like secrets (values are never read or shown)',
+  },
   'process.not_allowed': { severity: 'high', when: 'process exec', what: 'the executable (or busybox applet) is not in process.allow' },
   'process.drift': { severity: 'high', when: 'process exec', what: 'the executable is not from the image: it was written after the container started' },
   'file.write_not_allowed': { severity: 'medium', when: 'file change', what: 'a path outside files.write was created, modified, deleted or chmod-ed' },
   'network.listen_not_allowed': { severity: 'medium', when: 'socket seen', what: 'a listening port not in network.listen' },
   'network.connect_not_allowed': { severity: 'high', when: 'socket seen', what: 'an outbound connection not in network.connect' },
-  'resource.cpu_high': { severity: 'low', when: 'resource sample', what: 'CPU use above the threshold (config metrics.cpuHighPercent or the profile\'s resources)' },
-  'resource.memory_high': { severity: 'medium', when: 'resource sample', what: 'memory use above the threshold (config metrics.memoryHighPercent or the profile\'s resources)' },
+  'resource.cpu_high': {
+    severity: 'low',
+    when: 'resource sample',
+    what: "CPU use above the threshold (config metrics.cpuHighPercent or the profile's resources)",
+  },
+  'resource.memory_high': {
+    severity: 'medium',
+    when: 'resource sample',
+    what: "memory use above the threshold (config metrics.memoryHighPercent or the profile's resources)",
+  },
 } as const satisfies Record<string, { severity: Severity; when: string; what: string }>;
 
 export type RuleId = keyof typeof RULE_CATALOG;
@@ -56,7 +76,12 @@ export const imageProfileSchema = z
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a profile name is letters, digits, ".", "_" and "-"')
       .describe('Unique name; other profiles extend it by this name and every alert carries it.'),
     description: z.string().optional(),
-    images: z.array(nonEmpty).default([]).describe('Globs over normalised image references (docker.io/library/nginx:1.27); a repository without tag covers every tag and digest. Empty for a base profile that is only extended.'),
+    images: z
+      .array(nonEmpty)
+      .default([])
+      .describe(
+        'Globs over normalised image references (docker.io/library/nginx:1.27); a repository without tag covers every tag and digest. Empty for a base profile that is only extended.',
+      ),
     extends: z.array(nonEmpty).default([]).describe('Profiles whose lists this one inherits.'),
     mode: z.enum(['monitor']).default('monitor').describe('monitor = alert (enforce comes later).'),
     process: z
@@ -106,7 +131,10 @@ export const imagePolicySchema = z
     unprofiled: z.enum(['alert', 'ignore']).default('alert').describe('image.unprofiled for containers whose image matches no profile.'),
     requireDigest: z.boolean().default(false).describe('image.not_pinned when a container was started by tag.'),
     maxImageAgeDays: z.number().positive().optional().describe('image.stale when the image was built longer ago than this.'),
-    severities: z.partialRecord(z.enum(RULE_IDS as [RuleId, ...RuleId[]]), z.union([severity, z.literal('off')])).default({}).describe('Per rule id: another severity, or "off".'),
+    severities: z
+      .partialRecord(z.enum(RULE_IDS as [RuleId, ...RuleId[]]), z.union([severity, z.literal('off')]))
+      .default({})
+      .describe('Per rule id: another severity, or "off".'),
   })
   .describe('Host-wide image policy; at most one per ruleset.');
 
@@ -119,11 +147,21 @@ export const detectionSchema = z
       .regex(/^[a-z][a-z0-9_]*\.[a-z0-9_]+$/, 'a detection id is "<set>.<name>" in lower case, e.g. baseline.shell_from_server')
       .describe('The rule id every finding carries, e.g. baseline.shell_from_server.'),
     title: nonEmpty.describe('Title Case name, e.g. "Shell Spawned By A Server Process"; starts each alert message.'),
-    description: z.string().regex(/^Detect /, 'a description starts with "Detect "').describe('One line starting with "Detect".'),
+    description: z
+      .string()
+      .regex(/^Detect /, 'a description starts with "Detect "')
+      .describe('One line starting with "Detect".'),
     severity,
-    mitre: z.string().regex(/^T\d{4}(\.\d{3})?$/, 'a MITRE ATT&CK technique id, e.g. T1059.004').describe('MITRE ATT&CK technique id.'),
+    mitre: z
+      .string()
+      .regex(/^T\d{4}(\.\d{3})?$/, 'a MITRE ATT&CK technique id, e.g. T1059.004')
+      .describe('MITRE ATT&CK technique id.'),
     on: z.enum(['process_exec', 'file_change', 'net_socket', 'docker_action']).describe('The event kind the condition looks at.'),
-    when: z.unknown().describe('Condition: { all: [...] }, { any: [...] }, { not: ... } or a mapping of field → glob, list of globs or boolean (every key must hold). See docs/detections.md.'),
+    when: z
+      .unknown()
+      .describe(
+        'Condition: { all: [...] }, { any: [...] }, { not: ... } or a mapping of field → glob, list of globs or boolean (every key must hold). See docs/detections.md.',
+      ),
     except: z
       .strictObject({
         images: z.array(nonEmpty).default([]).describe('Image reference globs, as in ImageProfile.images.'),

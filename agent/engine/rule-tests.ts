@@ -17,7 +17,10 @@ import type { Ruleset } from './ruleset.js';
 
 const obj = z.strictObject;
 const str = z.string();
-const ts = z.union([z.number(), z.iso.datetime({ offset: true })]).optional().describe('Event time: epoch ms or ISO; default 2025-06-01T00:00:00Z.');
+const ts = z
+  .union([z.number(), z.iso.datetime({ offset: true })])
+  .optional()
+  .describe('Event time: epoch ms or ISO; default 2025-06-01T00:00:00Z.');
 
 const containerSchema = obj({
   id: str.regex(/^[0-9a-f]{64}$/).optional(),
@@ -130,11 +133,13 @@ const caseSchema = obj({
   name: str.min(1),
   container: containerSchema.optional().describe('Overrides of the file-level container.'),
   noContainer: z.boolean().optional().describe('The event comes from a host process (no container).'),
-  previousImageId: str.optional().describe('The image this host ran before under the container\'s tag (image.digest_changed).'),
+  previousImageId: str.optional().describe("The image this host ran before under the container's tag (image.digest_changed)."),
   event: eventSchema,
   expect: z
     .array(expectation)
-    .describe('Exactly the findings expected, in any order; [] = nothing at all, detections included. A case that expects findings but no detection finding ignores detection findings.'),
+    .describe(
+      'Exactly the findings expected, in any order; [] = nothing at all, detections included. A case that expects findings but no detection finding ignores detection findings.',
+    ),
   profile: z.union([str, z.null()]).optional().describe('The profile expected to apply; null = none.'),
 });
 
@@ -240,7 +245,8 @@ function checkExpectations(expected: readonly Expectation[], all: readonly Findi
       if (w !== undefined && f[key] !== w) problems.push(`${want.rule}: ${key} is ${JSON.stringify(f[key])}, expected ${JSON.stringify(w)}`);
     }
     const inc = (want as { messageIncludes?: string }).messageIncludes;
-    if (inc !== undefined && !f.message.includes(inc)) problems.push(`${want.rule}: message ${JSON.stringify(f.message)} does not include ${JSON.stringify(inc)}`);
+    if (inc !== undefined && !f.message.includes(inc))
+      problems.push(`${want.rule}: message ${JSON.stringify(f.message)} does not include ${JSON.stringify(inc)}`);
   }
   for (const f of left) problems.push(`unexpected ${f.rule} (${f.severity}): ${f.message}`);
   return problems;
@@ -252,11 +258,14 @@ export function loadRuleTests(file: string): { doc: RuleTestsDoc; src: SourcedDo
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new RunwatchErrors([new RunwatchError('RW_RULE_READ', `cannot read test file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file }, { cause: err })]);
+    throw new RunwatchErrors([
+      new RunwatchError('RW_RULE_READ', `cannot read test file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file }, { cause: err }),
+    ]);
   }
   const parsed = parseYamlDocuments(text, file, 'RW_RULE_YAML');
   if (parsed.errors.length) throw new RunwatchErrors(parsed.errors);
-  if (parsed.docs.length !== 1) throw new RunwatchErrors([new RunwatchError('RW_RULE_TEST', 'a cases file holds exactly one YAML document', { file, line: parsed.docs[1]?.line ?? 1 })]);
+  if (parsed.docs.length !== 1)
+    throw new RunwatchErrors([new RunwatchError('RW_RULE_TEST', 'a cases file holds exactly one YAML document', { file, line: parsed.docs[1]?.line ?? 1 })]);
   const src = parsed.docs[0];
   const r = ruleTestsSchema.safeParse(src.doc.toJS());
   if (!r.success) throw new RunwatchErrors(zodIssuesToErrors(src, r.error.issues, 'RW_RULE_TEST', 'RW_RULE_UNKNOWN_KEY'));
@@ -299,4 +308,3 @@ export function runRuleTestFile(file: string, opts: RuleTestRunOptions, cache = 
 export function ruleTestsJsonSchema(): Record<string, unknown> {
   return { ...z.toJSONSchema(ruleTestsSchema, { io: 'input' }), title: 'runwatch rule test cases (*.cases.yaml)' };
 }
-

@@ -216,6 +216,12 @@ export class Ruleset {
   summary(): { files: number; profiles: number; entries: number; detections: number; policy: string } {
     let entries = 0;
     for (const p of this.profiles) entries += p.process.size + p.writes.size + p.listen.length + p.connect.length;
-    return { files: this.files.length, profiles: this.profiles.length, entries, detections: this.detections.size, policy: this.policy.file ? `${this.policy.file}:${this.policy.line}` : 'defaults' };
+    return {
+      files: this.files.length,
+      profiles: this.profiles.length,
+      entries,
+      detections: this.detections.size,
+      policy: this.policy.file ? `${this.policy.file}:${this.policy.line}` : 'defaults',
+    };
   }
 }

@@ -69,17 +69,7 @@ interface EventBase {
   container?: ContainerRef;
 }
 
-export type ContainerLifecycleAction =
-  | 'create'
-  | 'start'
-  | 'restart'
-  | 'pause'
-  | 'unpause'
-  | 'die'
-  | 'stop'
-  | 'destroy'
-  | 'rename'
-  | 'update';
+export type ContainerLifecycleAction = 'create' | 'start' | 'restart' | 'pause' | 'unpause' | 'die' | 'stop' | 'destroy' | 'rename' | 'update';
 
 /** A container entering or leaving the inventory, or changing state. */
 export interface ContainerLifecycleEvent extends EventBase {
@@ -246,14 +236,7 @@ export interface AgentNoticeEvent extends EventBase {
 }
 
 export type RunwatchEvent =
-  | ContainerLifecycleEvent
-  | DockerActionEvent
-  | ProcessExecEvent
-  | ProcessExitEvent
-  | FileChangeEvent
-  | NetSocketEvent
-  | ResourceSampleEvent
-  | AgentNoticeEvent;
+  ContainerLifecycleEvent | DockerActionEvent | ProcessExecEvent | ProcessExitEvent | FileChangeEvent | NetSocketEvent | ResourceSampleEvent | AgentNoticeEvent;
 
 export type EventKind = RunwatchEvent['kind'];
 

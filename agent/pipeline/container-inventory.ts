@@ -1,9 +1,7 @@
 import type { ContainerInfo, ContainerRef } from '../events/types.js';
 
 export type InventoryChange =
-  | { type: 'added'; info: ContainerInfo }
-  | { type: 'updated'; info: ContainerInfo; previous: ContainerInfo }
-  | { type: 'removed'; info: ContainerInfo };
+  { type: 'added'; info: ContainerInfo } | { type: 'updated'; info: ContainerInfo; previous: ContainerInfo } | { type: 'removed'; info: ContainerInfo };
 
 export type InventoryListener = (change: InventoryChange) => void;
 

@@ -43,7 +43,10 @@ class SinkChannel {
   backoffMs = 0;
   lastError = '';
 
-  constructor(readonly sink: Sink, private readonly maxPending: number) {}
+  constructor(
+    readonly sink: Sink,
+    private readonly maxPending: number,
+  ) {}
 
   enqueue(records: readonly RunwatchRecord[]): void {
     for (const r of records) this.pending.push(r);
@@ -79,7 +82,8 @@ class SinkChannel {
     this.pending = batch.concat(this.pending);
     this.backoffMs = Math.min(Math.max(this.backoffMs * 2, 100), 10_000);
     this.retryAt = now + this.backoffMs;
-    if (this.failures === 1 || this.failures % 50 === 0) log.warn('sink failed, will retry', { sink: this.sink.name, error: result.error, pending: this.pending.length });
+    if (this.failures === 1 || this.failures % 50 === 0)
+      log.warn('sink failed, will retry', { sink: this.sink.name, error: result.error, pending: this.pending.length });
   }
 }
 
@@ -155,7 +159,15 @@ export class Pipeline {
       counters: this.counters,
       queueDepth: this.opts.queue.length,
       queueDropped: this.opts.queue.dropped,
-      sinks: this.channels.map((c) => ({ name: c.sink.name, delivered: c.delivered, pending: c.pending.length, dropped: c.dropped, failures: c.failures, lastError: c.lastError, ...c.sink.stats?.() })),
+      sinks: this.channels.map((c) => ({
+        name: c.sink.name,
+        delivered: c.delivered,
+        pending: c.pending.length,
+        dropped: c.dropped,
+        failures: c.failures,
+        lastError: c.lastError,
+        ...c.sink.stats?.(),
+      })),
     };
   }
 

@@ -25,11 +25,19 @@ export const sensorFactories = {
     }),
   process: (config, deps) => {
     const p = config.sensors.process;
-    return new ProcessSensor({ source: p.source, ancestors: p.ancestors, realtime: p.realtime, procfsIntervalMs: p.procfsIntervalMs, trackDockerCli: p.trackDockerCli, dockerClients: deps.dockerClients });
+    return new ProcessSensor({
+      source: p.source,
+      ancestors: p.ancestors,
+      realtime: p.realtime,
+      procfsIntervalMs: p.procfsIntervalMs,
+      trackDockerCli: p.trackDockerCli,
+      dockerClients: deps.dockerClients,
+    });
   },
   file: (config) => new FileSensor(config.sensors.file),
   network: (config) => new NetworkSensor({ intervalSeconds: config.sensors.network.intervalSeconds }),
-  resources: (config) => new ResourceSensor({ intervalMs: config.metrics.intervalSeconds * 1000, source: config.metrics.source, dockerSocket: config.docker.socket }),
+  resources: (config) =>
+    new ResourceSensor({ intervalMs: config.metrics.intervalSeconds * 1000, source: config.metrics.source, dockerSocket: config.docker.socket }),
 } satisfies Record<SensorName, SensorFactory>;
 
 export function createSensors(config: Config, deps: SensorDeps): Sensor[] {

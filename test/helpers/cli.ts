@@ -12,7 +12,10 @@ export interface CliRun {
 
 /** Runs the built `runwatch` CLI as a real process. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): CliRun {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, APPLICATION_INSIGHTS_NO_STATSBEAT: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, APPLICATION_INSIGHTS_NO_STATSBEAT: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));

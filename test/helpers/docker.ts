@@ -43,7 +43,16 @@ export interface RunOptions {
 export async function runContainer(opts: RunOptions = {}): Promise<string> {
   const flags = opts.flags ?? [];
   const net = flags.some((f) => f.startsWith('--network')) ? [] : ['--network', 'none'];
-  const args = [opts.createOnly ? 'create' : 'run', ...(opts.createOnly ? [] : ['-d']), '--label', `${TEST_LABEL}=${TEST_RUN_ID}`, ...net, ...flags, opts.image ?? BUSYBOX_IMAGE, ...(opts.cmd ?? ['sleep', '300'])];
+  const args = [
+    opts.createOnly ? 'create' : 'run',
+    ...(opts.createOnly ? [] : ['-d']),
+    '--label',
+    `${TEST_LABEL}=${TEST_RUN_ID}`,
+    ...net,
+    ...flags,
+    opts.image ?? BUSYBOX_IMAGE,
+    ...(opts.cmd ?? ['sleep', '300']),
+  ];
   const id = await docker(args);
   if (!opts.keep) onTestFinished(() => removeContainer(id));
   return id;

@@ -30,7 +30,11 @@ export async function restartDockerd(): Promise<void> {
   if (!pid) throw new Error('dockerd is not running');
   const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
   process.kill(pid, 'SIGTERM');
-  await waitFor(() => !alive(pid), 60_000, () => 'dockerd to exit');
+  await waitFor(
+    () => !alive(pid),
+    60_000,
+    () => 'dockerd to exit',
+  );
   const log = openSync('/var/log/runwatch-dockerd.log', 'a');
   spawn(argv[0], argv.slice(1), { detached: true, stdio: ['ignore', log, log] }).unref();
   const deadline = Date.now() + 60_000;

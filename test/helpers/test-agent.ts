@@ -80,7 +80,11 @@ export async function startTestAgent(overrides: Record<string, unknown> = {}, op
     stateDir,
     stop,
     waitForRecord: (pred, timeoutMs = 15_000) =>
-      waitFor(() => sink.records.find(pred), timeoutMs, () => `a matching record; got rules: ${sink.records.map((r) => r.rule).join(', ') || 'none'}`),
+      waitFor(
+        () => sink.records.find(pred),
+        timeoutMs,
+        () => `a matching record; got rules: ${sink.records.map((r) => r.rule).join(', ') || 'none'}`,
+      ),
   };
 }
 
@@ -88,7 +92,10 @@ export function deepMerge<T extends Record<string, unknown>>(a: T, b: Record<str
   const out: Record<string, unknown> = { ...a };
   for (const [k, v] of Object.entries(b)) {
     const cur = out[k];
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur) ? deepMerge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
+        ? deepMerge(cur as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
   }
   return out as T;
 }

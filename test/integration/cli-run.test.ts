@@ -15,10 +15,16 @@ describe('runwatch run (real process)', () => {
   it('exits non-zero with one clear line when the Docker socket is unreachable', async () => {
     const dir = tempDir();
     const cfg = path.join(dir, 'c.yaml');
-    writeFileSync(cfg, `stateDir: ${dir}\ndocker:\n  socket: ${dir}/nope.sock\noutputs:\n  jsonl: { path: "" }\nsensors: { process: { enabled: false }, file: { enabled: false }, network: { enabled: false } }\nmetrics: { enabled: false }\n`);
+    writeFileSync(
+      cfg,
+      `stateDir: ${dir}\ndocker:\n  socket: ${dir}/nope.sock\noutputs:\n  jsonl: { path: "" }\nsensors: { process: { enabled: false }, file: { enabled: false }, network: { enabled: false } }\nmetrics: { enabled: false }\n`,
+    );
     const run = runCli(['run', '--config', cfg]);
     expect(await run.exited).not.toBe(0);
-    const errLines = run.stderr().split('\n').filter((l) => l.startsWith('runwatch:'));
+    const errLines = run
+      .stderr()
+      .split('\n')
+      .filter((l) => l.startsWith('runwatch:'));
     expect(errLines).toHaveLength(1);
     expect(errLines[0]).toContain(`cannot reach the Docker daemon at ${dir}/nope.sock`);
   });
@@ -36,18 +42,32 @@ describe('runwatch run (real process)', () => {
     const dir = tempDir();
     const file = path.join(dir, 'records.jsonl');
     const cfg = path.join(dir, 'c.yaml');
-    writeFileSync(cfg, `stateDir: ${dir}\noutputs:\n  jsonl: { path: ${file} }\npipeline: { groupWindowSeconds: 0 }\nsensors: { process: { enabled: false }, file: { enabled: false }, network: { enabled: false } }\nmetrics: { enabled: false }\n`);
+    writeFileSync(
+      cfg,
+      `stateDir: ${dir}\noutputs:\n  jsonl: { path: ${file} }\npipeline: { groupWindowSeconds: 0 }\nsensors: { process: { enabled: false }, file: { enabled: false }, network: { enabled: false } }\nmetrics: { enabled: false }\n`,
+    );
     const run = runCli(['run', '--config', cfg]);
     onTestFinished(() => {
       run.child.kill('SIGKILL');
     });
-    await waitFor(() => run.stderr().includes('runwatch running'), 30_000, () => `agent start; stderr: ${run.stderr()}`);
+    await waitFor(
+      () => run.stderr().includes('runwatch running'),
+      30_000,
+      () => `agent start; stderr: ${run.stderr()}`,
+    );
     const id = await runContainer();
     await dockerExec(id, ['echo', 'hello']);
-    await waitFor(() => run.stdout().includes('"audit.exec"'), 15_000, () => 'an audit.exec record on stdout');
+    await waitFor(
+      () => run.stdout().includes('"audit.exec"'),
+      15_000,
+      () => 'an audit.exec record on stdout',
+    );
     run.child.kill('SIGTERM');
     expect(await run.exited).toBe(0);
-    const fromFile = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RunwatchRecord);
+    const fromFile = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as RunwatchRecord);
     const execs = fromFile.filter((r) => r.rule === 'audit.exec' && r.container?.id === id);
     expect(execs.map((r) => r.docker?.command)).toContain('echo hello');
     const rec = execs[0];
@@ -55,7 +75,11 @@ describe('runwatch run (real process)', () => {
     expect(rec.host).toBeTruthy();
     expect(rec.container?.name).toBeTruthy();
     // stdout carries the same records, one JSON object per line.
-    const fromStdout = run.stdout().trim().split('\n').map((l) => JSON.parse(l) as RunwatchRecord);
+    const fromStdout = run
+      .stdout()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as RunwatchRecord);
     expect(new Set(fromStdout.map((r) => r.id))).toEqual(new Set(fromFile.map((r) => r.id)));
   });
 

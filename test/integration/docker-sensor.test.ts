@@ -6,7 +6,27 @@ import { startTestAgent, waitFor } from '../helpers/test-agent.js';
 describe('Docker sensor (real engine)', () => {
   it('lists running containers at start with their posture fields', async () => {
     const id = await runContainer({
-      flags: ['--user', '1000:1000', '--cap-add', 'NET_ADMIN', '--cap-drop', 'MKNOD', '--read-only', '--ipc', 'host', '-e', 'API_TOKEN=not-logged', '-v', '/etc/hostname:/host-hostname:ro', '-m', '64m', '--label', 'team=payments', '--name', `rw-inv-${Date.now()}`],
+      flags: [
+        '--user',
+        '1000:1000',
+        '--cap-add',
+        'NET_ADMIN',
+        '--cap-drop',
+        'MKNOD',
+        '--read-only',
+        '--ipc',
+        'host',
+        '-e',
+        'API_TOKEN=not-logged',
+        '-v',
+        '/etc/hostname:/host-hostname:ro',
+        '-m',
+        '64m',
+        '--label',
+        'team=payments',
+        '--name',
+        `rw-inv-${Date.now()}`,
+      ],
     });
     const t = await startTestAgent();
     const info = t.agent.inventory.get(id);
@@ -38,9 +58,17 @@ describe('Docker sensor (real engine)', () => {
   it('follows start, stop and destroy of containers into the inventory', async () => {
     const t = await startTestAgent();
     const id = await runContainer({ keep: true });
-    await waitFor(() => t.agent.inventory.isLive(id), 10_000, () => 'container in inventory');
+    await waitFor(
+      () => t.agent.inventory.isLive(id),
+      10_000,
+      () => 'container in inventory',
+    );
     await docker(['rm', '-f', id]);
-    await waitFor(() => !t.agent.inventory.isLive(id), 10_000, () => 'container gone from inventory');
+    await waitFor(
+      () => !t.agent.inventory.isLive(id),
+      10_000,
+      () => 'container gone from inventory',
+    );
     // Removed containers stay resolvable for late events.
     expect(t.agent.inventory.get(id)?.running).toBe(false);
   });
@@ -61,7 +89,11 @@ describe('Docker sensor (real engine)', () => {
     await new Promise((r) => setTimeout(r, 1000));
     await proxy.restore();
 
-    await waitFor(() => t.agent.inventory.isLive(b) && !t.agent.inventory.isLive(a), 20_000, () => 'reconciled inventory');
+    await waitFor(
+      () => t.agent.inventory.isLive(b) && !t.agent.inventory.isLive(a),
+      20_000,
+      () => 'reconciled inventory',
+    );
     await t.waitForRecord((r) => r.rule === 'audit.stop' && r.container?.id === a);
     const execs = t.records.filter((r) => r.rule === 'audit.exec' && r.container?.id === a);
     expect(execs.map((r) => r.docker?.action).sort()).toEqual(['exec_create', 'exec_start']);
@@ -82,9 +114,17 @@ describe('Docker daemon restart (real engine)', () => {
     expect(t.agent.inventory.isLive(before)).toBe(true);
     await restartDockerd();
     const after = await runContainer();
-    await waitFor(() => t.agent.inventory.isLive(after) && !t.agent.inventory.isLive(before), 30_000, () => 'inventory reconciled after restart');
+    await waitFor(
+      () => t.agent.inventory.isLive(after) && !t.agent.inventory.isLive(before),
+      30_000,
+      () => 'inventory reconciled after restart',
+    );
     const health = t.agent.health() as { sensors: { docker: { state: string } } };
-    await waitFor(() => health.sensors.docker.state === 'running' || (t.agent.health() as typeof health).sensors.docker.state === 'running', 10_000, () => 'sensor running');
+    await waitFor(
+      () => health.sensors.docker.state === 'running' || (t.agent.health() as typeof health).sensors.docker.state === 'running',
+      10_000,
+      () => 'sensor running',
+    );
     // The agent still follows events after the restart.
     await dockerExec(after, ['true']);
     await t.waitForRecord((r) => r.rule === 'audit.exec' && r.container?.id === after);

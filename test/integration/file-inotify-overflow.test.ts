@@ -77,6 +77,8 @@ describe('file sensor and inotify queue overflow (real kernel)', () => {
       inventory.upsert(c);
       await settle();
       for (let i = 0; i < files; i++) writeFileSync(`${c.upperDir}/f${i}`, 'x');
+      // Hold the loop long enough to count as a stall however fast the writes were (a quiet machine writes them in < 100 ms).
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 600);
       await new Promise((r) => setTimeout(r, 250)); // past the stall check's next tick
       await settle();
       return {

@@ -58,7 +58,12 @@ describe('resource sensor (real Docker, cgroup v1)', () => {
     const t = await startTestAgent({ metrics: { enabled: true, intervalSeconds: 1 } });
 
     // Absolute figures depend on what else shares the 2 cores; the bracketed test below checks them exactly.
-    const burn = await waitForSample(t, burner, (s) => (s.cpuCores ?? 0) > 0.05 && samplesOf(t, pids).some((i) => i.ts === s.ts && i.cpuCores !== undefined), 'the burner busy, and the idle container in the same cycle');
+    const burn = await waitForSample(
+      t,
+      burner,
+      (s) => (s.cpuCores ?? 0) > 0.05 && samplesOf(t, pids).some((i) => i.ts === s.ts && i.cpuCores !== undefined),
+      'the burner busy, and the idle container in the same cycle',
+    );
     const idle = samplesOf(t, pids).find((i) => i.ts === burn.ts)!;
     expect(idle.cpuCores).toBeLessThan(burn.cpuCores! / 20);
     expect(burn.cpuPercent).toBeCloseTo((burn.cpuCores! / 1.5) * 100, 1);
@@ -75,7 +80,11 @@ describe('resource sensor (real Docker, cgroup v1)', () => {
     expect(loopback).toMatch(/lo:\s+[1-9]/);
     expect(p).toMatchObject({ networkRxBytes: 0, networkTxBytes: 0 });
 
-    const host = await waitFor(() => t.sink.samples.find((s) => s.scope === 'host' && s.cpuCores !== undefined), 30_000, () => 'a host sample');
+    const host = await waitFor(
+      () => t.sink.samples.find((s) => s.scope === 'host' && s.cpuCores !== undefined),
+      30_000,
+      () => 'a host sample',
+    );
     expect(host.containerId).toBeUndefined();
     expect(host.memoryLimitBytes).toBe(os.totalmem());
     expect(host.memoryBytes).toBeGreaterThan(0);
@@ -91,7 +100,10 @@ describe('resource sensor (real Docker, cgroup v1)', () => {
 
   it('counts block I/O written by the container', async () => {
     const disk = await dockerDataDisk();
-    const writer = await runContainer({ flags: ['--device-write-bps', `${disk}:1gb`], cmd: ['sh', '-c', 'dd if=/dev/zero of=/tmp/y bs=1M count=4 oflag=direct 2>/dev/null; sleep 300'] });
+    const writer = await runContainer({
+      flags: ['--device-write-bps', `${disk}:1gb`],
+      cmd: ['sh', '-c', 'dd if=/dev/zero of=/tmp/y bs=1M count=4 oflag=direct 2>/dev/null; sleep 300'],
+    });
     const t = await startTestAgent({ metrics: { enabled: true, intervalSeconds: 1 } });
     const s = await waitForSample(t, writer, (x) => (x.blockWriteBytes ?? 0) >= 4 * MiB, '4 MiB written');
     expect(s.blockWriteBytes).toBeLessThan(64 * MiB);
@@ -113,7 +125,11 @@ describe('resource sensor (real Docker, cgroup v1)', () => {
     await waitForSample(t, goes, () => true, 'a sample of the container about to go');
     await removeContainer(goes);
     const cyclesAfter = (resourcesHealth(t).details?.cycles as number) + 2;
-    await waitFor(() => (resourcesHealth(t).details?.cycles as number) >= cyclesAfter, 30_000, () => 'two more cycles');
+    await waitFor(
+      () => (resourcesHealth(t).details?.cycles as number) >= cyclesAfter,
+      30_000,
+      () => 'two more cycles',
+    );
     const later = Date.now();
     await waitForSample(t, stays, (s) => s.ts >= later, 'the remaining container still sampled');
     expect(resourcesHealth(t).state).toBe('running');
@@ -131,7 +147,9 @@ describe('CPU figures against the kernel scheduler (real burner, real cgroups an
       const info = await inspectInfo(await runContainer({ cmd: BURN }));
       const inventory = new ContainerInventory();
       inventory.upsert(info);
-      const collector = new ResourceCollector(source === 'cgroup' ? { inventory, cgroup: new CgroupStatsReader() } : { inventory, dockerApi: new DockerStatsReader({ docker: api }) });
+      const collector = new ResourceCollector(
+        source === 'cgroup' ? { inventory, cgroup: new CgroupStatsReader() } : { inventory, dockerApi: new DockerStatsReader({ docker: api }) },
+      );
       // The burner's cgroup holds exactly one task, so its CPU time is that task's run time.
       const bracket = async () => {
         const before = { ns: taskRunNs(info.pid), ms: performance.now() };
@@ -161,7 +179,9 @@ describe('a container that stops mid-cycle (real cgroups and daemon)', () => {
       inventory.upsert(await inspectInfo(gone));
       // The inventory still lists it: the cycle reads a container whose cgroup and process are already gone.
       await removeContainer(gone);
-      const collector = new ResourceCollector(source === 'cgroup' ? { inventory, cgroup: new CgroupStatsReader() } : { inventory, dockerApi: new DockerStatsReader({ docker: api }) });
+      const collector = new ResourceCollector(
+        source === 'cgroup' ? { inventory, cgroup: new CgroupStatsReader() } : { inventory, dockerApi: new DockerStatsReader({ docker: api }) },
+      );
       const samples = await collector.collect();
       expect(samples.map((s) => s.containerId)).toEqual([live]);
       expect(collector.counters).toMatchObject({ cycles: 1, containerSamples: 1, readErrors: 1, containersGone: 1 });

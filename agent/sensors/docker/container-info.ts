@@ -53,7 +53,8 @@ export function toContainerInfo(c: Docker.ContainerInspectInfo, image: ImageFact
   if (graph.LowerDir) info.lowerDirs = graph.LowerDir.split(':');
   // `--tmpfs` mounts are not in Mounts; the file sensor needs them (Docker makes their mount points in the writable layer).
   for (const [destination, options] of Object.entries(hc.Tmpfs ?? {})) {
-    if (!info.mounts.some((m) => m.destination === destination)) info.mounts.push({ type: 'tmpfs', source: '', destination, readOnly: /(^|,)ro(,|$)/.test(options) });
+    if (!info.mounts.some((m) => m.destination === destination))
+      info.mounts.push({ type: 'tmpfs', source: '', destination, readOnly: /(^|,)ro(,|$)/.test(options) });
   }
   if (hc.CgroupParent) info.cgroupParent = hc.CgroupParent;
   return info;

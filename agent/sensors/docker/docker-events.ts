@@ -28,7 +28,18 @@ export function eventKey(m: DockerEventMessage): string {
   return `${m.timeNano}|${m.Type}|${m.Action}|${m.Actor.ID}`;
 }
 
-const LIFECYCLE: ReadonlySet<string> = new Set<ContainerLifecycleAction>(['create', 'start', 'restart', 'pause', 'unpause', 'die', 'stop', 'destroy', 'rename', 'update']);
+const LIFECYCLE: ReadonlySet<string> = new Set<ContainerLifecycleAction>([
+  'create',
+  'start',
+  'restart',
+  'pause',
+  'unpause',
+  'die',
+  'stop',
+  'destroy',
+  'rename',
+  'update',
+]);
 const AUDITED_CONTAINER = new Set(AUDITED_CONTAINER_ACTION_NAMES);
 const AUDITED_IMAGE = new Set(AUDITED_IMAGE_ACTION_NAMES);
 
@@ -54,7 +65,13 @@ export function classify(m: DockerEventMessage): ClassifiedEvent[] {
       out.push(lc);
     }
     if (AUDITED_CONTAINER.has(action)) {
-      const ev: Omit<DockerActionEvent, 'ts'> = { kind: 'docker_action', scope: 'container', action, containerId: m.Actor.ID, attributes: pickAttributes(attrs) };
+      const ev: Omit<DockerActionEvent, 'ts'> = {
+        kind: 'docker_action',
+        scope: 'container',
+        action,
+        containerId: m.Actor.ID,
+        attributes: pickAttributes(attrs),
+      };
       if (attrs.execID) ev.execId = attrs.execID;
       if (detail && action.startsWith('exec_')) ev.command = detail;
       if (action === 'kill' && attrs.signal) ev.signal = attrs.signal;

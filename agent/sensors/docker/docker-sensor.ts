@@ -77,7 +77,12 @@ export class DockerSensor implements Sensor {
       } catch (err) {
         const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
         if (!this.opts.waitForDaemon) {
-          throw new RunwatchError('RW_DOCKER_UNREACHABLE', `cannot reach the Docker daemon at ${this.opts.socketPath} (${reason}); start dockerd or set docker.waitForDaemon: true`, { field: 'docker.socket' }, { cause: err });
+          throw new RunwatchError(
+            'RW_DOCKER_UNREACHABLE',
+            `cannot reach the Docker daemon at ${this.opts.socketPath} (${reason}); start dockerd or set docker.waitForDaemon: true`,
+            { field: 'docker.socket' },
+            { cause: err },
+          );
         }
         this.lastError = `daemon unreachable: ${reason}`;
         this.log.warn('waiting for the Docker daemon', { socket: this.opts.socketPath, error: reason, retryMs: delay });
@@ -161,7 +166,8 @@ export class DockerSensor implements Sensor {
     }
     if (!isDockerEventMessage(msg)) {
       this.stats.malformed++;
-      if (this.stats.malformed <= 10 || this.stats.malformed % 1000 === 0) this.log.warn('malformed Docker event ignored', { count: this.stats.malformed, line: line.slice(0, 200) });
+      if (this.stats.malformed <= 10 || this.stats.malformed % 1000 === 0)
+        this.log.warn('malformed Docker event ignored', { count: this.stats.malformed, line: line.slice(0, 200) });
       return;
     }
     const key = eventKey(msg);
@@ -203,7 +209,12 @@ export class DockerSensor implements Sensor {
     }
   }
 
-  private async onLifecycle(action: ContainerLifecycleAction, id: string, ts: number, extra: { exitCode?: number; synthesized?: boolean; discovered?: boolean; info?: ContainerInfo }): Promise<void> {
+  private async onLifecycle(
+    action: ContainerLifecycleAction,
+    id: string,
+    ts: number,
+    extra: { exitCode?: number; synthesized?: boolean; discovered?: boolean; info?: ContainerInfo },
+  ): Promise<void> {
     const { inventory } = this.ctx;
     let info = extra.info;
     switch (action) {

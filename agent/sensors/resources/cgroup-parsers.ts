@@ -127,7 +127,10 @@ export function parseNetDev(file: FileText): { rx: number; tx: number } {
     if (colon < 0) continue;
     const iface = lines[i].slice(0, colon).trim();
     if (iface === 'lo') continue;
-    const cols = lines[i].slice(colon + 1).trim().split(/\s+/);
+    const cols = lines[i]
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/);
     if (cols.length < 16) throw malformed(file, i + 1, iface, `expected 16 counters, got ${cols.length}`);
     rx += toNumber(cols[0], file, i + 1, `${iface}.rx_bytes`);
     tx += toNumber(cols[8], file, i + 1, `${iface}.tx_bytes`);

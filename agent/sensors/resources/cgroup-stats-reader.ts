@@ -132,7 +132,7 @@ function readText(p: string): FileText {
   const fd = openSync(p, 'r');
   try {
     let n = 0;
-    for (let r; n < scratch.length && (r = readSync(fd, scratch, n, scratch.length - n, null)) > 0; ) n += r;
+    for (let r; n < scratch.length && (r = readSync(fd, scratch, n, scratch.length - n, null)) > 0;) n += r;
     return { path: p, text: n < scratch.length ? scratch.toString('latin1', 0, n) : readFileSync(p, 'latin1') };
   } finally {
     closeSync(fd);

@@ -38,7 +38,16 @@ export interface ResourceCounters {
  * (typically because it stopped mid-cycle) is counted and skipped; it never stops the cycle.
  */
 export class ResourceCollector {
-  readonly counters: ResourceCounters = { cycles: 0, containerSamples: 0, hostSamples: 0, readErrors: 0, containersGone: 0, hostErrors: 0, readByCgroup: 0, readByDockerApi: 0 };
+  readonly counters: ResourceCounters = {
+    cycles: 0,
+    containerSamples: 0,
+    hostSamples: 0,
+    readErrors: 0,
+    containersGone: 0,
+    hostErrors: 0,
+    readByCgroup: 0,
+    readByDockerApi: 0,
+  };
   lastError: string | undefined;
   private readonly previous = new Map<string, { source: StatsSource; reading: ContainerReading }>();
   private readonly hostCores: number;
@@ -101,7 +110,14 @@ export class ResourceCollector {
     const prev = this.previous.get(info.id);
     this.previous.set(info.id, { source: reader.source, reading });
     this.counters.containerSamples++;
-    return toContainerSample({ info, reading, previous: prev?.source === reader.source ? prev.reading : undefined, ts, hostCores: this.hostCores, hostMemoryBytes: this.hostMemoryBytes });
+    return toContainerSample({
+      info,
+      reading,
+      previous: prev?.source === reader.source ? prev.reading : undefined,
+      ts,
+      hostCores: this.hostCores,
+      hostMemoryBytes: this.hostMemoryBytes,
+    });
   }
 
   private async sampleHost(ts: number): Promise<ResourceSampleEvent | undefined> {

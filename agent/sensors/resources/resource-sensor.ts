@@ -52,14 +52,22 @@ export class ResourceSensor implements Sensor {
       this.cgroup = new CgroupStatsReader({ cgroupRoot: this.opts.cgroupRoot, procRoot: this.opts.procRoot });
       if (!this.cgroup.version) {
         const root = this.opts.cgroupRoot ?? '/sys/fs/cgroup';
-        if (source === 'cgroup') throw new RunwatchError('RW_SENSOR', `no cgroup v1 or v2 hierarchy at ${root}; mount the host's cgroups or use metrics.source: docker-api`, { field: 'metrics.source' });
+        if (source === 'cgroup')
+          throw new RunwatchError('RW_SENSOR', `no cgroup v1 or v2 hierarchy at ${root}; mount the host's cgroups or use metrics.source: docker-api`, {
+            field: 'metrics.source',
+          });
         this.log.warn('no cgroup hierarchy found, reading metrics through the Docker stats API', { cgroupRoot: root });
         this.cgroup = undefined;
       }
     }
     const host = new HostSampler({ diskPath: await dockerRootDir(docker) });
     void host.prime();
-    this.collector = new ResourceCollector({ inventory: ctx.inventory, cgroup: this.cgroup, dockerApi: source === 'cgroup' ? undefined : new DockerStatsReader({ docker }), host });
+    this.collector = new ResourceCollector({
+      inventory: ctx.inventory,
+      cgroup: this.cgroup,
+      dockerApi: source === 'cgroup' ? undefined : new DockerStatsReader({ docker }),
+      host,
+    });
     const collector = this.collector;
     await collector.primeAll(ctx.inventory.list());
     this.unsubscribe = ctx.inventory.subscribe((change) => {
@@ -126,10 +134,13 @@ export class ResourceSensor implements Sensor {
 
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, Math.max(0, ms));
+      const t = setTimeout(
+        () => {
+          this.wake = undefined;
+          resolve();
+        },
+        Math.max(0, ms),
+      );
       this.wake = () => {
         clearTimeout(t);
         resolve();

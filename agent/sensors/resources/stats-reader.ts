@@ -14,7 +14,10 @@ export interface ContainerStatsReader {
 
 /** The container stopped between the inventory listing it and the read: expected now and then, counted apart. */
 export class ContainerGoneError extends Error {
-  constructor(readonly containerId: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly containerId: string,
+    options?: { cause?: unknown },
+  ) {
     super(`container ${containerId.slice(0, 12)} is gone`, options);
     this.name = 'ContainerGoneError';
   }

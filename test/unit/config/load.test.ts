@@ -71,7 +71,9 @@ describe('config loading', () => {
     const cfg = loadConfigFile(file, { env: {} });
     const text = readFileSync(file, 'utf8');
     const keys = (obj: object, prefix = ''): string[] =>
-      Object.entries(obj).flatMap(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) && k !== 'headers' ? keys(v, `${prefix}${k}.`) : [`${prefix}${k}`]));
+      Object.entries(obj).flatMap(([k, v]) =>
+        v && typeof v === 'object' && !Array.isArray(v) && k !== 'headers' ? keys(v, `${prefix}${k}.`) : [`${prefix}${k}`],
+      );
     const { source: _s, ...rest } = cfg;
     for (const key of keys(rest)) {
       const leaf = key.split('.').pop()!;

@@ -11,13 +11,37 @@ const ID = 'a'.repeat(64);
 
 function container(): ContainerInfo {
   return {
-    id: ID, name: 'web', image: 'acr.example.io/web:1', imageId: `sha256:${'b'.repeat(64)}`, imageRepoDigests: [], created: '', running: true, pid: 1, user: '',
-    privileged: false, capAdd: [], capDrop: [], hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false }, networkMode: 'none',
-    mounts: [], readOnlyRootfs: false, envNames: [], memoryLimit: 0, cpuLimit: 0,
+    id: ID,
+    name: 'web',
+    image: 'acr.example.io/web:1',
+    imageId: `sha256:${'b'.repeat(64)}`,
+    imageRepoDigests: [],
+    created: '',
+    running: true,
+    pid: 1,
+    user: '',
+    privileged: false,
+    capAdd: [],
+    capDrop: [],
+    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
+    networkMode: 'none',
+    mounts: [],
+    readOnlyRootfs: false,
+    envNames: [],
+    memoryLimit: 0,
+    cpuLimit: 0,
   };
 }
 
-const exec = (i: number): RunwatchEvent => ({ kind: 'docker_action', ts: 1_700_000_000_000 + i, scope: 'container', action: 'exec_start', containerId: ID, execId: `e${i}`, command: `id ${i}` });
+const exec = (i: number): RunwatchEvent => ({
+  kind: 'docker_action',
+  ts: 1_700_000_000_000 + i,
+  scope: 'container',
+  action: 'exec_start',
+  containerId: ID,
+  execId: `e${i}`,
+  command: `id ${i}`,
+});
 
 class FlakySink implements Sink {
   readonly name = 'flaky';
@@ -51,7 +75,15 @@ describe('Pipeline', () => {
     const inventory = new ContainerInventory();
     inventory.upsert(container());
     const sink = new FlakySink(0);
-    const p = new Pipeline({ queue: new EventQueue(10), inventory, decider: () => auditOnlyDecider, sinks: [sink], host: 'h', log: silentLogger, groupWindowMs: 0 });
+    const p = new Pipeline({
+      queue: new EventQueue(10),
+      inventory,
+      decider: () => auditOnlyDecider,
+      sinks: [sink],
+      host: 'h',
+      log: silentLogger,
+      groupWindowMs: 0,
+    });
     p.processBatch([exec(1), { kind: 'process_exit', ts: 1, pid: 5, containerId: 'f'.repeat(64) }]);
     expect(p.counters.enrich.received).toBe(2);
     expect(p.counters.enrich.unattributed).toBe(1);
@@ -78,7 +110,16 @@ describe('Pipeline', () => {
   it('drains the queue on stop', async () => {
     const queue = new EventQueue(1000);
     const sink = new FlakySink(0);
-    const p = new Pipeline({ queue, inventory: new ContainerInventory(), decider: () => auditOnlyDecider, sinks: [sink], host: 'h', log: silentLogger, groupWindowMs: 60_000, batchSize: 7 });
+    const p = new Pipeline({
+      queue,
+      inventory: new ContainerInventory(),
+      decider: () => auditOnlyDecider,
+      sinks: [sink],
+      host: 'h',
+      log: silentLogger,
+      groupWindowMs: 60_000,
+      batchSize: 7,
+    });
     for (let i = 0; i < 500; i++) queue.push(exec(i));
     p.start();
     await p.stop();
@@ -87,7 +128,19 @@ describe('Pipeline', () => {
 
   it('counts a throwing decider instead of crashing', () => {
     const sink = new FlakySink(0);
-    const p = new Pipeline({ queue: new EventQueue(10), inventory: new ContainerInventory(), decider: () => ({ decide: () => { throw new Error('bug'); } }), sinks: [sink], host: 'h', log: silentLogger, groupWindowMs: 0 });
+    const p = new Pipeline({
+      queue: new EventQueue(10),
+      inventory: new ContainerInventory(),
+      decider: () => ({
+        decide: () => {
+          throw new Error('bug');
+        },
+      }),
+      sinks: [sink],
+      host: 'h',
+      log: silentLogger,
+      groupWindowMs: 0,
+    });
     p.processBatch([exec(1), exec(2)]);
     expect(p.counters.decide.errors).toBe(2);
   });
@@ -95,7 +148,16 @@ describe('Pipeline', () => {
   it('drops the oldest pending records of a sink past its bound, and counts them', async () => {
     const sink = new FlakySink(1_000_000);
     const queue = new EventQueue(100);
-    const p = new Pipeline({ queue, inventory: new ContainerInventory(), decider: () => auditOnlyDecider, sinks: [sink], host: 'h', log: silentLogger, groupWindowMs: 0, maxPendingPerSink: 5 });
+    const p = new Pipeline({
+      queue,
+      inventory: new ContainerInventory(),
+      decider: () => auditOnlyDecider,
+      sinks: [sink],
+      host: 'h',
+      log: silentLogger,
+      groupWindowMs: 0,
+      maxPendingPerSink: 5,
+    });
     p.processBatch(Array.from({ length: 8 }, (_, i) => exec(i)));
     const h = p.health() as { sinks: { dropped: number; pending: number }[] };
     expect(h.sinks[0].pending).toBe(5);

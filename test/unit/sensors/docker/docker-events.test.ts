@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { classify, eventKey, isDockerEventMessage, type DockerEventMessage } from '../../../../agent/sensors/docker/docker-events.js';
 
-const base = (Type: string, Action: string, attrs: Record<string, string> = {}): DockerEventMessage => ({ Type, Action, Actor: { ID: 'c'.repeat(64), Attributes: attrs }, time: 1, timeNano: 1_000_000_001 });
+const base = (Type: string, Action: string, attrs: Record<string, string> = {}): DockerEventMessage => ({
+  Type,
+  Action,
+  Actor: { ID: 'c'.repeat(64), Attributes: attrs },
+  time: 1,
+  timeNano: 1_000_000_001,
+});
 
 describe('Docker event classification', () => {
   it('reads the command of exec_create/exec_start and the exec id', () => {
@@ -15,12 +21,18 @@ describe('Docker event classification', () => {
   });
 
   it('maps docker cp (archive-path) and kill with its signal', () => {
-    expect(classify(base('container', 'archive-path', { path: '/etc' }))[0]).toMatchObject({ type: 'action', event: { action: 'archive-path', attributes: { path: '/etc' } } });
+    expect(classify(base('container', 'archive-path', { path: '/etc' }))[0]).toMatchObject({
+      type: 'action',
+      event: { action: 'archive-path', attributes: { path: '/etc' } },
+    });
     expect(classify(base('container', 'kill', { signal: '15' }))[0]).toMatchObject({ type: 'action', event: { signal: '15' } });
   });
 
   it('audits image pull/tag/delete but ignores other types', () => {
-    expect(classify(base('image', 'tag', { name: 'evil.example.net/x:1' }))[0]).toMatchObject({ type: 'action', event: { scope: 'image', action: 'tag', image: 'evil.example.net/x:1' } });
+    expect(classify(base('image', 'tag', { name: 'evil.example.net/x:1' }))[0]).toMatchObject({
+      type: 'action',
+      event: { scope: 'image', action: 'tag', image: 'evil.example.net/x:1' },
+    });
     expect(classify(base('network', 'connect'))).toEqual([{ type: 'ignored' }]);
     expect(classify(base('container', 'exec_die'))).toEqual([{ type: 'ignored' }]);
   });

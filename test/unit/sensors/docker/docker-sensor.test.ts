@@ -55,7 +55,13 @@ describe('DockerSensor against a misbehaving daemon', () => {
     server = daemon.server;
     const queue = new EventQueue(100);
     sensor = new DockerSensor({ socketPath: daemon.socket, waitForDaemon: false, reconnectInitialDelayMs: 50, reconnectMaxDelayMs: 100 });
-    await sensor.start({ config: defaultConfig({ env: {} }), queue, inventory: new ContainerInventory(), log: silentLogger, signal: new AbortController().signal });
+    await sensor.start({
+      config: defaultConfig({ env: {} }),
+      queue,
+      inventory: new ContainerInventory(),
+      log: silentLogger,
+      signal: new AbortController().signal,
+    });
     const deadline = Date.now() + 5000;
     const got: RunwatchEvent[] = [];
     while (got.length === 0 && Date.now() < deadline) {
@@ -70,8 +76,16 @@ describe('DockerSensor against a misbehaving daemon', () => {
   it('waits for the daemon when asked to, and fails with a clear error when not', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'rw-wait-'));
     const socket = path.join(dir, 'docker.sock');
-    const ctx = { config: defaultConfig({ env: {} }), queue: new EventQueue(10), inventory: new ContainerInventory(), log: silentLogger, signal: new AbortController().signal };
-    await expect(new DockerSensor({ socketPath: socket, waitForDaemon: false, reconnectInitialDelayMs: 50, reconnectMaxDelayMs: 100 }).start(ctx)).rejects.toThrow(/cannot reach the Docker daemon at .*docker\.sock/);
+    const ctx = {
+      config: defaultConfig({ env: {} }),
+      queue: new EventQueue(10),
+      inventory: new ContainerInventory(),
+      log: silentLogger,
+      signal: new AbortController().signal,
+    };
+    await expect(
+      new DockerSensor({ socketPath: socket, waitForDaemon: false, reconnectInitialDelayMs: 50, reconnectMaxDelayMs: 100 }).start(ctx),
+    ).rejects.toThrow(/cannot reach the Docker daemon at .*docker\.sock/);
     sensor = new DockerSensor({ socketPath: socket, waitForDaemon: true, reconnectInitialDelayMs: 50, reconnectMaxDelayMs: 100 });
     const started = sensor.start(ctx);
     await new Promise((r) => setTimeout(r, 300));

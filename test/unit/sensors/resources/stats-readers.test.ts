@@ -20,8 +20,25 @@ const GiB = 1024 ** 3;
 
 function info(over: Partial<ContainerInfo> = {}): ContainerInfo {
   return {
-    id: ID, name: 'c', image: 'img:1', imageId: 'sha256:x', imageRepoDigests: [], created: '', running: true, pid: 0, user: '', privileged: false, capAdd: [], capDrop: [],
-    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false }, networkMode: 'none', mounts: [], readOnlyRootfs: false, envNames: [], memoryLimit: 0, cpuLimit: 0,
+    id: ID,
+    name: 'c',
+    image: 'img:1',
+    imageId: 'sha256:x',
+    imageRepoDigests: [],
+    created: '',
+    running: true,
+    pid: 0,
+    user: '',
+    privileged: false,
+    capAdd: [],
+    capDrop: [],
+    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
+    networkMode: 'none',
+    mounts: [],
+    readOnlyRootfs: false,
+    envNames: [],
+    memoryLimit: 0,
+    cpuLimit: 0,
     ...over,
   };
 }
@@ -83,7 +100,17 @@ describe('Docker stats API answers', () => {
 
   it('map to the same figures as the cgroup files (captured from the same kind of container)', () => {
     const r = readingFromDockerStats(stats, info());
-    expect(r).toEqual({ cpuUsageNs: 63_356_518, atMs: Date.parse(stats.read), memoryBytes: 43_081_728, memoryLimitBytes: 64 * 1024 * 1024, blockReadBytes: 0, blockWriteBytes: 4 * 1024 * 1024, pids: 3, networkRxBytes: 0, networkTxBytes: 0 });
+    expect(r).toEqual({
+      cpuUsageNs: 63_356_518,
+      atMs: Date.parse(stats.read),
+      memoryBytes: 43_081_728,
+      memoryLimitBytes: 64 * 1024 * 1024,
+      blockReadBytes: 0,
+      blockWriteBytes: 4 * 1024 * 1024,
+      pids: 3,
+      networkRxBytes: 0,
+      networkTxBytes: 0,
+    });
   });
 
   it('sum the networks a container has and treat a zero read time as a stopped container', () => {
@@ -94,13 +121,32 @@ describe('Docker stats API answers', () => {
 });
 
 describe('toContainerSample', () => {
-  const base = { cpuUsageNs: 0, atMs: 1_000_000, memoryBytes: 512 * 1024 ** 2, memoryLimitBytes: 1 * GiB, blockReadBytes: 1, blockWriteBytes: 2, pids: 4, networkRxBytes: 10, networkTxBytes: 20 };
+  const base = {
+    cpuUsageNs: 0,
+    atMs: 1_000_000,
+    memoryBytes: 512 * 1024 ** 2,
+    memoryLimitBytes: 1 * GiB,
+    blockReadBytes: 1,
+    blockWriteBytes: 2,
+    pids: 4,
+    networkRxBytes: 10,
+    networkTxBytes: 20,
+  };
   const host = { ts: 5, hostCores: 4, hostMemoryBytes: 16 * GiB };
 
   it('has no CPU figure without a previous reading', () => {
     const s = toContainerSample({ info: info(), reading: base, ...host });
     expect(s.cpuCores).toBeUndefined();
-    expect(s).toMatchObject({ kind: 'resource_sample', scope: 'container', containerId: ID, memoryBytes: 512 * 1024 ** 2, memoryLimitBytes: GiB, memoryPercent: 50, pids: 4, networkRxBytes: 10 });
+    expect(s).toMatchObject({
+      kind: 'resource_sample',
+      scope: 'container',
+      containerId: ID,
+      memoryBytes: 512 * 1024 ** 2,
+      memoryLimitBytes: GiB,
+      memoryPercent: 50,
+      pids: 4,
+      networkRxBytes: 10,
+    });
   });
 
   it('gives cores over the interval and percent of the CPU limit, or of the host cores without one', () => {
@@ -111,7 +157,9 @@ describe('toContainerSample', () => {
   });
 
   it('skips CPU when the counter went back (restarted container)', () => {
-    expect(toContainerSample({ info: info(), reading: { ...base, atMs: base.atMs + 1000 }, previous: { ...base, cpuUsageNs: 5e9 }, ...host }).cpuCores).toBeUndefined();
+    expect(
+      toContainerSample({ info: info(), reading: { ...base, atMs: base.atMs + 1000 }, previous: { ...base, cpuUsageNs: 5e9 }, ...host }).cpuCores,
+    ).toBeUndefined();
   });
 
   it('treats a limit at or above host memory as none: percent of host memory, no limit field', () => {
@@ -128,7 +176,10 @@ describe('ResourceCollector', () => {
     const inventory = new ContainerInventory();
     inventory.upsert(info({ pid: 4242 }));
     inventory.upsert(info({ id: 'dead' + '0'.repeat(60) }));
-    const collector = new ResourceCollector({ inventory, cgroup: new CgroupStatsReader({ cgroupRoot: path.join(FIXTURES, 'v1'), procRoot: path.join(FIXTURES, 'proc') }) });
+    const collector = new ResourceCollector({
+      inventory,
+      cgroup: new CgroupStatsReader({ cgroupRoot: path.join(FIXTURES, 'v1'), procRoot: path.join(FIXTURES, 'proc') }),
+    });
     const samples = await collector.collect();
     expect(samples.map((s) => s.containerId)).toEqual([ID]);
     expect(collector.counters).toMatchObject({ cycles: 1, containerSamples: 1, readErrors: 1, containersGone: 1, readByCgroup: 1 });

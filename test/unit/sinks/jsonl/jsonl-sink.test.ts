@@ -6,8 +6,20 @@ import type { RunwatchRecord } from '../../../../agent/events/types.js';
 import { silentLogger } from '../../../../agent/log.js';
 import { JsonlSink } from '../../../../agent/sinks/jsonl/jsonl-sink.js';
 
-const rec = (i: number): RunwatchRecord => ({ id: `r${i}`, time: new Date(0).toISOString(), kind: 'audit', host: 'h', rule: 'audit.exec', severity: 'medium', message: `m${i}` });
-const lines = (file: string) => readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RunwatchRecord);
+const rec = (i: number): RunwatchRecord => ({
+  id: `r${i}`,
+  time: new Date(0).toISOString(),
+  kind: 'audit',
+  host: 'h',
+  rule: 'audit.exec',
+  severity: 'medium',
+  message: `m${i}`,
+});
+const lines = (file: string) =>
+  readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as RunwatchRecord);
 
 describe('JsonlSink', () => {
   it('appends one record per line and follows a rename (logrotate) by reopening', async () => {
