@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { containerInfo } from '../helpers/container-info.js';
 import { parseConfig } from '../../agent/config/load.js';
 import type { ContainerInfo, FileChangeEvent } from '../../agent/events/types.js';
 import { silentLogger } from '../../agent/log.js';
@@ -31,29 +32,7 @@ async function startSensor(opts: Partial<FileSensorOptions>) {
     await sensor.stop();
     rmSync(root, { recursive: true, force: true });
   });
-  const c: ContainerInfo = {
-    id: 'e'.repeat(64),
-    name: 'c',
-    image: 'img:1',
-    imageId: 'sha256:x',
-    imageRepoDigests: [],
-    created: '',
-    running: true,
-    pid: 1,
-    user: '',
-    privileged: false,
-    capAdd: [],
-    capDrop: [],
-    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
-    networkMode: 'none',
-    mounts: [],
-    readOnlyRootfs: false,
-    envNames: [],
-    memoryLimit: 0,
-    cpuLimit: 0,
-    upperDir,
-    lowerDirs: [],
-  };
+  const c: ContainerInfo = containerInfo({ id: 'e'.repeat(64), upperDir, lowerDirs: [] });
   const events: FileChangeEvent[] = [];
   const drain = () => {
     for (const ev of queue.take(Number.MAX_SAFE_INTEGER)) if (ev.kind === 'file_change') events.push(ev);

@@ -2,6 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { containerInfo } from '../../../helpers/container-info.js';
 import { parseConfig } from '../../../../agent/config/load.js';
 import type { ContainerInfo, FileChangeEvent } from '../../../../agent/events/types.js';
 import { silentLogger } from '../../../../agent/log.js';
@@ -25,29 +26,7 @@ afterEach(async () => {
 function container(n: number): ContainerInfo {
   const upperDir = path.join(root, `c${n}`, 'upper');
   mkdirSync(upperDir, { recursive: true });
-  return {
-    id: String(n).repeat(64).slice(0, 64),
-    name: `c${n}`,
-    image: 'img:1',
-    imageId: 'sha256:x',
-    imageRepoDigests: [],
-    created: '',
-    running: true,
-    pid: 1,
-    user: '',
-    privileged: false,
-    capAdd: [],
-    capDrop: [],
-    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
-    networkMode: 'none',
-    mounts: [],
-    readOnlyRootfs: false,
-    envNames: [],
-    memoryLimit: 0,
-    cpuLimit: 0,
-    upperDir,
-    lowerDirs: [],
-  };
+  return containerInfo({ id: String(n).repeat(64).slice(0, 64), name: `c${n}`, upperDir, lowerDirs: [] });
 }
 
 async function startSensor(opts: Partial<FileSensorOptions> = {}) {

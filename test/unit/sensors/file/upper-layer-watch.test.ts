@@ -16,6 +16,7 @@ import {
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { containerInfo } from '../../../helpers/container-info.js';
 import type { ContainerInfo, FileChangeEvent } from '../../../../agent/events/types.js';
 import { IgnoreMatcher } from '../../../../agent/sensors/file/ignore-matcher.js';
 import { UpperLayerWatch, pathPrefix, type Baseline, type WatchBudget } from '../../../../agent/sensors/file/upper-layer-watch.js';
@@ -27,30 +28,7 @@ let lower: string;
 let watches: UpperLayerWatch[];
 
 function info(over: Partial<ContainerInfo> = {}): ContainerInfo {
-  return {
-    id: 'f'.repeat(64),
-    name: 'c',
-    image: 'img:1',
-    imageId: 'sha256:x',
-    imageRepoDigests: [],
-    created: '',
-    running: true,
-    pid: 1,
-    user: '',
-    privileged: false,
-    capAdd: [],
-    capDrop: [],
-    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
-    networkMode: 'none',
-    mounts: [],
-    readOnlyRootfs: false,
-    envNames: [],
-    memoryLimit: 0,
-    cpuLimit: 0,
-    upperDir: upper,
-    lowerDirs: [lower],
-    ...over,
-  };
+  return containerInfo({ upperDir: upper, lowerDirs: [lower], ...over });
 }
 
 function startWatch(

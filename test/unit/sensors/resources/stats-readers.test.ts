@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { containerInfo } from '../../../helpers/container-info.js';
 import type { ContainerInfo } from '../../../../agent/events/types.js';
 import { ContainerInventory } from '../../../../agent/pipeline/container-inventory.js';
 import { CgroupStatsReader, detectCgroupVersion } from '../../../../agent/sensors/resources/cgroup-stats-reader.js';
@@ -19,28 +20,7 @@ const BEEF = 'beef' + '0'.repeat(60);
 const GiB = 1024 ** 3;
 
 function info(over: Partial<ContainerInfo> = {}): ContainerInfo {
-  return {
-    id: ID,
-    name: 'c',
-    image: 'img:1',
-    imageId: 'sha256:x',
-    imageRepoDigests: [],
-    created: '',
-    running: true,
-    pid: 0,
-    user: '',
-    privileged: false,
-    capAdd: [],
-    capDrop: [],
-    hostNamespaces: { pid: false, net: false, ipc: false, uts: false, userns: false },
-    networkMode: 'none',
-    mounts: [],
-    readOnlyRootfs: false,
-    envNames: [],
-    memoryLimit: 0,
-    cpuLimit: 0,
-    ...over,
-  };
+  return containerInfo({ id: ID, pid: 0, ...over });
 }
 
 describe('CgroupStatsReader on fixture trees', () => {
