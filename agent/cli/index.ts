@@ -14,7 +14,9 @@ Commands:
   rules validate [PATHS]   check rule files (file:line:column and field for each error)
   rules test [PATHS]       run rule test cases
   rules explain --image REF [--exe PATH | --write PATH | --listen SPEC | --connect SPEC]
+  rules schema             print the JSON Schema of rule files
   learn --image GLOB       write an allowlist profile from observed behaviour
+  learn --shadow FILE      report what a candidate profile would have flagged, without alerting
   version                  print the version
 
 Run "runwatch <command> --help" for a command's options.`;

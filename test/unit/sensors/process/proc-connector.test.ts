@@ -140,7 +140,7 @@ describe('proc connector addon', () => {
 
     pc.stop();
     pc.stop(); // idempotent
-    expect(threadCount()).toBe(threads0);
+    expect(threadCount()).toBeLessThanOrEqual(threads0); // other threads of the process may end meanwhile; a leak would add one
     expect(fdCount()).toBe(fds0);
     const after = events.length;
     await run('/usr/bin/true');
@@ -198,7 +198,7 @@ describe('proc connector addon', () => {
     await run('/usr/bin/true');
     await sleep(100);
     expect(calls).toBe(1);
-    expect(threadCount()).toBe(threads0);
+    expect(threadCount()).toBeLessThanOrEqual(threads0); // other threads of the process may end meanwhile; a leak would add one
   });
 
   it.runIf(canRun)('does not leak threads or descriptors over start/stop cycles', () => {
@@ -210,7 +210,7 @@ describe('proc connector addon', () => {
       pc.stop();
     }
     expect(fdCount()).toBe(fds0);
-    expect(threadCount()).toBe(threads0);
+    expect(threadCount()).toBeLessThanOrEqual(threads0); // other threads of the process may end meanwhile; a leak would add one
   });
 
   it.runIf(canRun)('rejects a second start and can start again after stop', () => {
