@@ -13,7 +13,7 @@ Commands:
   run [--config FILE]      run the agent
   rules validate [PATHS]   check rule files (file:line:column and field for each error)
   rules test [PATHS]       run rule test cases
-  rules explain --image REF [--exe PATH | --write PATH | --listen SPEC | --connect SPEC]
+  rules explain --image REF [--exe PATH | --write PATH | --listen SPEC | --connect SPEC] [--json]
   rules schema             print the JSON Schema of rule files
   learn --image GLOB       write an allowlist profile from observed behaviour
   learn --shadow FILE      report what a candidate profile would have flagged, without alerting
@@ -68,6 +68,7 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     process.stderr.write(`runwatch: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1;
+    // Usage errors (unknown option, missing or ambiguous value) exit 2 like every other usage error.
+    process.exitCode = String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS_') ? 2 : 1;
   },
 );

@@ -15,7 +15,7 @@ import { containerFindings } from './container-checks.js';
 import type { DetectionEvent } from './detections.js';
 import { formatEndpoint, parseEndpoint, protoBase } from './net-spec.js';
 import { capitalise, finding, globLiteral, where, yamlItem, yamlScalar } from './findings.js';
-import { MULTI_CALL_BINARIES, netRuleFor, type Ruleset } from './ruleset.js';
+import { MULTI_CALL_BINARIES, netRuleFor, type CompiledProfile, type Ruleset } from './ruleset.js';
 
 const NONE: Finding[] = Object.freeze([]) as unknown as Finding[];
 
@@ -28,17 +28,15 @@ const NONE: Finding[] = Object.freeze([]) as unknown as Finding[];
 export function decide(rs: Ruleset, ev: RunwatchEvent, ctx: DecisionContext): Finding[] {
   switch (ev.kind) {
     case 'process_exec':
-      return ctx.container ? withDetections(rs, ev, ctx.container, processFindings(rs, ev, ctx.container)) : NONE;
     case 'file_change':
-      return ctx.container ? withDetections(rs, ev, ctx.container, fileFindings(rs, ev, ctx.container)) : NONE;
     case 'net_socket':
-      return ctx.container ? withDetections(rs, ev, ctx.container, netFindings(rs, ev, ctx.container)) : NONE;
+      return ctx.container ? activityFindings(rs, ev, ctx.container) : NONE;
     case 'resource_sample':
       return ctx.container && ev.scope === 'container' ? resourceFindings(rs, ev, ctx.container) : NONE;
     case 'container':
       return assessOnThisEvent(ev) && ev.info && !ctx.containerAssessed ? containerFindings(rs, ev.info, ev.ts, ctx.previousImage) : NONE;
     case 'docker_action':
-      return ctx.container ? withDetections(rs, ev, ctx.container, auditFindings(ev)) : auditFindings(ev);
+      return ctx.container ? withDetections(rs, ev, ctx.container, rs.profileFor(ctx.container)?.profile, auditFindings(ev)) : auditFindings(ev);
     case 'agent_notice':
       return auditFindings(ev);
     case 'process_exit':
@@ -48,8 +46,20 @@ export function decide(rs: Ruleset, ev: RunwatchEvent, ctx: DecisionContext): Fi
   }
 }
 
-function withDetections(rs: Ruleset, ev: DetectionEvent, info: ContainerInfo, findings: Finding[]): Finding[] {
-  const detected = rs.detections.findings(ev, info, rs.profileFor(info)?.profile);
+/** What a container's process, file or socket activity breaks: its profile's lists, then the detections. */
+function activityFindings(rs: Ruleset, ev: ProcessExecEvent | FileChangeEvent | NetSocketEvent, info: ContainerInfo): Finding[] {
+  const p = rs.profileFor(info)?.profile;
+  let own = NONE;
+  if (p) {
+    if (ev.kind === 'process_exec') own = processFindings(rs, ev, info, p);
+    else if (ev.kind === 'file_change') own = fileFindings(rs, ev, info, p);
+    else own = netFindings(rs, ev, info, p);
+  }
+  return withDetections(rs, ev, info, p, own);
+}
+
+function withDetections(rs: Ruleset, ev: DetectionEvent, info: ContainerInfo, profile: CompiledProfile | undefined, findings: Finding[]): Finding[] {
+  const detected = rs.detections.findings(ev, info, profile);
   if (detected.length === 0) return findings;
   return findings.length ? [...findings, ...detected] : detected;
 }
@@ -79,11 +89,8 @@ export function programName(ev: Pick<ProcessExecEvent, 'exe' | 'args' | 'argv0' 
   return name || ev.comm || exeName;
 }
 
-function processFindings(rs: Ruleset, ev: ProcessExecEvent, info: ContainerInfo): Finding[] {
-  if (ev.exe === '') return NONE;
-  const match = rs.profileFor(info);
-  if (!match) return NONE;
-  const p = match.profile;
+function processFindings(rs: Ruleset, ev: ProcessExecEvent, info: ContainerInfo, p: CompiledProfile): Finding[] {
+  if (ev.exe === '') return unresolvedFindings(rs, ev, info, p);
   const allowed = p.process.paths.matches(ev.exe) || (p.process.hasMultiCall && p.process.allowsAs(ev.exe, programName(ev)));
   const drift = ev.inUpperLayer === true && p.driftAlert;
   if (allowed && !drift) return NONE;
@@ -117,12 +124,33 @@ function processFindings(rs: Ruleset, ev: ProcessExecEvent, info: ContainerInfo)
   return out;
 }
 
+/**
+ * An exec whose executable could not be read (the process was gone first) is judged by what is left: its
+ * task name, which the kernel takes from the file name it was run by. A name no allowed program has is
+ * reported with the pid, uid and parent; a name one has is taken as that program.
+ */
+function unresolvedFindings(rs: Ruleset, ev: ProcessExecEvent, info: ContainerInfo, p: CompiledProfile): Finding[] {
+  const comm = ev.comm ?? '';
+  if (comm && p.process.entryForTaskName(comm)) return NONE;
+  const parent = ev.ancestors[0];
+  const parentText = parent ? `, parent ${parent.exe || parent.comm || '?'} (pid ${parent.pid})` : '';
+  const named = comm ? `named "${comm}" ` : '';
+  return one(
+    finding(rs, 'process.unresolved', {
+      message: `A process ${named}(pid ${ev.pid}, uid ${ev.uid}${parentText}) ran in ${where(info)} and exited before its executable could be read; no program in process.allow of profile "${p.name}" has ${comm ? 'that name' : 'a name to go by'}`,
+      profile: p.name,
+      decidedBy: 'process.allow',
+      allowHint: comm
+        ? `# add the path of the program "${comm}" to process.allow`
+        : '# the program is unknown: see the parent and the process records around it',
+      subject: `\0${comm}`,
+    }),
+  );
+}
+
 const FILE_VERBS: Record<FileChangeEvent['op'], string> = { create: 'created', modify: 'modified', delete: 'deleted', chmod: 'chmod-ed' };
 
-function fileFindings(rs: Ruleset, ev: FileChangeEvent, info: ContainerInfo): Finding[] {
-  const match = rs.profileFor(info);
-  if (!match) return NONE;
-  const p = match.profile;
+function fileFindings(rs: Ruleset, ev: FileChangeEvent, info: ContainerInfo, p: CompiledProfile): Finding[] {
   if (p.writes.matches(ev.path)) return NONE;
   const by = ev.process ? ` by ${ev.process.exe}` : '';
   const found = ev.discovered ? ' (found when watching began)' : '';
@@ -138,10 +166,7 @@ function fileFindings(rs: Ruleset, ev: FileChangeEvent, info: ContainerInfo): Fi
   );
 }
 
-function netFindings(rs: Ruleset, ev: NetSocketEvent, info: ContainerInfo): Finding[] {
-  const match = rs.profileFor(info);
-  if (!match) return NONE;
-  const p = match.profile;
+function netFindings(rs: Ruleset, ev: NetSocketEvent, info: ContainerInfo, p: CompiledProfile): Finding[] {
   const proto = protoBase(ev.protocol);
   if (ev.direction === 'listen') {
     const local = parseEndpoint(ev.local);

@@ -318,6 +318,29 @@ function needleTest(patterns: readonly string[]): ((hay: string) => boolean) | u
   };
 }
 
+const COMMAND_LINE_FIELDS = new Set(['proc.args', 'proc.cmdline', 'docker.args', 'docker.command']);
+const MEMO_ENTRIES = 2048;
+const MEMO_MAX_LENGTH = 1024;
+
+/**
+ * A string test that remembers its recent answers. Containers repeat themselves (the same programs,
+ * command lines and files, over and over), so most values were seen moments ago and one hash lookup
+ * replaces substring searches and RegExp runs. Bounded: cleared when full; long values are not kept.
+ */
+function memoised(test: (v: string) => boolean): (v: string) => boolean {
+  const seen = new Map<string, boolean>();
+  return (v) => {
+    if (v.length > MEMO_MAX_LENGTH) return test(v);
+    let r = seen.get(v);
+    if (r === undefined) {
+      r = test(v);
+      if (seen.size >= MEMO_ENTRIES) seen.clear();
+      seen.set(v, r);
+    }
+    return r;
+  };
+}
+
 function regexListTest(exact: ReadonlySet<string>, res: readonly RegExp[]): (v: string) => boolean {
   if (res.length === 0) return (v) => exact.has(v);
   if (res.length === 1) {
@@ -425,14 +448,15 @@ function compileFieldTest(name: string, value: unknown, on: DetectionEventKind, 
     }
   });
   if (!ok) return undefined;
-  const test = stringTest(spec.type, list as string[]);
+  const globs = list as string[];
+  // Names and paths come back again and again; command lines often differ each time (then a memo only costs).
+  const remember = !COMMAND_LINE_FIELDS.has(name) && !(spec.type === 'text' && globs.every((g) => !GLOB_CHARS.test(g)));
+  const test = remember ? memoised(stringTest(spec.type, globs)) : stringTest(spec.type, globs);
   // Multi-valued fields are first searched once in their joined form; regex-backed single values first
   // for a literal they must hold.
   const joined = spec.joined !== undefined ? FIELD_INDEX.get(spec.joined) : undefined;
-  const needles =
-    spec.type === 'text' && (joined !== undefined || (list as string[]).some((g) => !AFFIX.test(g) && GLOB_CHARS.test(g)))
-      ? needleTest(list as string[])
-      : undefined;
+  const needlesOf = spec.type === 'text' && (joined !== undefined || globs.some((g) => !AFFIX.test(g) && GLOB_CHARS.test(g))) ? needleTest(globs) : undefined;
+  const needles = needlesOf && (remember ? memoised(needlesOf) : needlesOf);
   if (needles && joined !== undefined) {
     return (f) => {
       if (!needles(f.get(joined) as string)) return false;
@@ -458,8 +482,10 @@ export interface CompiledDetection {
   mitre: string;
   on: DetectionEventKind;
   test: Predicate;
-  /** Globs over the kind's index field (INDEX_KEYS) one of whose values must match for `test` to hold, if any. */
-  gate?: readonly string[];
+  /** The fields its condition reads. */
+  fields: ReadonlySet<string>;
+  /** Triggers (INDEX_PLANS) one of which fires for every event `test` can hold for; undefined runs it for every event. */
+  gate?: readonly Trigger[];
   exceptImages: RegExp[];
   exceptProfiles: ReadonlySet<string>;
   file: string;
@@ -481,7 +507,7 @@ export function compileDetection(doc: DetectionDoc, where: { file: string; line:
     exceptImages.push(new Minimatch(normaliseImagePattern(img), { nonegate: true, nocomment: true }).makeRe() as RegExp);
   });
   if (!ok || !test) return undefined;
-  const gateField = INDEX_KEYS[doc.on]?.field;
+  const plan = INDEX_PLANS[doc.on];
   return {
     id: doc.id,
     title: doc.title,
@@ -490,12 +516,23 @@ export function compileDetection(doc: DetectionDoc, where: { file: string; line:
     mitre: doc.mitre,
     on: doc.on,
     test,
-    gate: gateField && requiredGlobs(doc.when, gateField),
+    fields: conditionFields(doc.when),
+    gate: plan && gateOf(doc.when, plan),
     exceptImages,
     exceptProfiles: new Set(doc.except?.profiles ?? []),
     file: where.file,
     line: where.line,
   };
+}
+
+/** The field names an already validated condition reads. */
+function conditionFields(cond: unknown, out = new Set<string>()): Set<string> {
+  for (const [key, value] of Object.entries(cond as Record<string, unknown>)) {
+    if (key === 'not') conditionFields(value, out);
+    else if (key === 'all' || key === 'any') for (const c of value as unknown[]) conditionFields(c, out);
+    else out.add(key);
+  }
+  return out;
 }
 
 /** The profile facts a detection needs: its name and the detections it turned off. */
@@ -505,31 +542,12 @@ export interface DetectionProfile {
 }
 
 /**
- * Globs some value of `field` must match for an already validated condition to hold: a field test on
- * it, in any member of an `all`, or in every member of an `any`. Undefined when there is none.
+ * What one of an event's facts must show for a condition to hold: a key of an indexed field (a name,
+ * a path's first level or base name), a boolean field being true, or a literal in the command line.
+ * A detection's gate is a list of triggers, one of which fires for every event it can match.
  */
-function requiredGlobs(cond: unknown, field: DetectionField): readonly string[] | undefined {
-  const obj = cond as Record<string, unknown>;
-  if ('not' in obj) return undefined;
-  if ('all' in obj) {
-    for (const c of obj.all as unknown[]) {
-      const r = requiredGlobs(c, field);
-      if (r) return r;
-    }
-    return undefined;
-  }
-  if ('any' in obj) {
-    const out: string[] = [];
-    for (const c of obj.any as unknown[]) {
-      const r = requiredGlobs(c, field);
-      if (!r) return undefined;
-      out.push(...r);
-    }
-    return out;
-  }
-  const v = obj[field];
-  return typeof v === 'string' ? [v] : Array.isArray(v) ? (v as string[]) : undefined;
-}
+type Trigger = { source: number; literal: string } | { source: number; glob: string } | { flag: number } | { needles: readonly Needle[] };
+type Needle = { text: string; fold: boolean };
 
 const GLOB_CHARS = /[*?[\]{}()!+@]/;
 
@@ -540,111 +558,405 @@ function firstLevel(p: string): string {
   return end < 0 ? p : p.slice(0, end);
 }
 
-/** How a kind's detections are indexed: the field, and the keys of one of its values. */
-interface IndexKeys {
+/** A field whose values give index keys. */
+interface KeySource {
   field: DetectionField;
   /** Keys of a value; a path has two: its first level ("/etc") and its base name (never holds "/"). */
   keys(v: string, pick: (key: string) => void): void;
   /** The key of a glob expansion, or undefined when it has none (then `globKeys` decides). */
   keyOf(expansion: string): string | undefined;
-  /** Key-less expansions are tested against each key with the field's own matching (names), or leave the detection unindexed (paths). */
+  /** Key-less expansions are tested against each key with the field's own matching (names), or give no trigger (paths). */
   globKeys: boolean;
 }
 
-const INDEX_KEYS: Partial<Record<DetectionEventKind, IndexKeys>> = {
-  process_exec: { field: 'proc.name', keys: (v, pick) => pick(v), keyOf: (e) => (GLOB_CHARS.test(e) ? undefined : e), globKeys: true },
+const NAME_SOURCE = (field: DetectionField): KeySource => ({
+  field,
+  keys: (v, pick) => pick(v),
+  keyOf: (e) => (GLOB_CHARS.test(e) ? undefined : e),
+  globKeys: true,
+});
+
+const PATH_SOURCE = (field: DetectionField): KeySource => ({
+  field,
+  keys: (v, pick) => {
+    pick(firstLevel(v));
+    pick(basename(v));
+  },
+  keyOf: (e) => {
+    const first = firstLevel(e);
+    if (first.length > 1 && !GLOB_CHARS.test(first)) return first;
+    const base = basename(e);
+    return base && !GLOB_CHARS.test(base) ? base : undefined;
+  },
+  globKeys: false,
+});
+
+/** How a kind's detections are indexed: key sources (best first), boolean fields, and the field needles are looked for in. */
+interface IndexPlan {
+  sources: KeySource[];
+  flags: DetectionField[];
+  /** Text fields whose globs' literals must show in `hay`. */
+  needleFields?: DetectionField[];
+  hay?: DetectionField;
+  /** A memo of recent verdicts for the kind, built for its detections (see VerdictMemo). */
+  verdicts?(list: readonly CompiledDetection[]): Verdicts;
+}
+
+/**
+ * Which detections matched recent events. Containers repeat themselves (the same programs with the same
+ * arguments, the same files written again and again), so a verdict is looked up by one field (the
+ * executable, the path) and then compared field by field with everything the kind's facts are computed
+ * from: an event is answered from the memo only when it is the same in every input, never by a hash
+ * that an attacker could make collide. Bounded: a few variants per key, cleared when full.
+ */
+interface Verdicts {
+  get(ev: DetectionEvent): readonly number[] | undefined;
+  set(ev: DetectionEvent, matched: readonly number[]): void;
+}
+
+class VerdictMemo<S> implements Verdicts {
+  private readonly byKey = new Map<string, { inputs: S; matched: readonly number[] }[]>();
+
+  constructor(
+    private readonly keyOf: (ev: DetectionEvent) => string,
+    private readonly inputsOf: (ev: DetectionEvent) => S,
+    private readonly same: (inputs: S, ev: DetectionEvent) => boolean,
+  ) {}
+
+  get(ev: DetectionEvent): readonly number[] | undefined {
+    const variants = this.byKey.get(this.keyOf(ev));
+    if (variants) for (let i = 0; i < variants.length; i++) if (this.same(variants[i].inputs, ev)) return variants[i].matched;
+    return undefined;
+  }
+
+  set(ev: DetectionEvent, matched: readonly number[]): void {
+    const key = this.keyOf(ev);
+    if (key.length > MAX_VERDICT_KEY) return;
+    let variants = this.byKey.get(key);
+    if (!variants) {
+      if (this.byKey.size >= VERDICT_KEYS) this.byKey.clear();
+      this.byKey.set(key, (variants = []));
+    } else if (variants.length >= VERDICT_VARIANTS) variants.shift();
+    variants.push({ inputs: this.inputsOf(ev), matched });
+  }
+}
+
+type ProcessInputs = Pick<ProcessExecEvent, 'exe' | 'argv0' | 'comm' | 'uid' | 'tty' | 'cwd' | 'args'> & {
+  flags: number;
+  ancestors: { exe: string; comm?: string }[];
+};
+
+function processFlags(e: ProcessExecEvent): number {
+  return (e.stdioSocket === true ? 1 : 0) | (e.inUpperLayer === true ? 2 : 0) | (e.exeDeleted === true ? 4 : 0);
+}
+
+/** Compared from the end: arguments that differ between runs of one program are mostly the last ones. */
+function sameStrings(a: readonly string[], b: readonly string[] | undefined): boolean {
+  if (!b || a.length !== b.length) return false;
+  for (let i = a.length - 1; i >= 0; i--) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Process verdicts: by executable, then every input of the process fields (the parent's, or with ancestor.* every ancestor's). */
+function processVerdicts(list: readonly CompiledDetection[]): Verdicts {
+  const everyAncestor = list.some((d) => d.fields.has('ancestor.name') || d.fields.has('ancestor.exe'));
+  const depth = (e: ProcessExecEvent) => Math.min(everyAncestor ? Infinity : 1, e.ancestors?.length ?? 0);
+  return new VerdictMemo<ProcessInputs>(
+    (ev) => (ev as ProcessExecEvent).exe ?? '',
+    (ev) => {
+      const e = ev as ProcessExecEvent;
+      // Events are not changed once decided, so their arrays are kept, not copied.
+      return {
+        exe: e.exe,
+        argv0: e.argv0,
+        comm: e.comm,
+        uid: e.uid,
+        tty: e.tty,
+        cwd: e.cwd,
+        args: e.args ?? [],
+        flags: processFlags(e),
+        ancestors: e.ancestors ?? [],
+      };
+    },
+    (s, ev) => {
+      const e = ev as ProcessExecEvent;
+      // The memo's key is the executable; what differs most often is compared first.
+      if (s.uid !== e.uid || s.flags !== processFlags(e) || !sameStrings(s.args, e.args)) return false;
+      if (s.argv0 !== e.argv0 || s.comm !== e.comm || s.tty !== e.tty || s.cwd !== e.cwd) return false;
+      const n = depth(e);
+      if (Math.min(s.ancestors.length, everyAncestor ? Infinity : 1) !== n) return false;
+      for (let i = 0; i < n; i++) if (s.ancestors[i].exe !== e.ancestors[i].exe || s.ancestors[i].comm !== e.ancestors[i].comm) return false;
+      return true;
+    },
+  );
+}
+
+type FileInputs = Pick<FileChangeEvent, 'path' | 'op' | 'mode' | 'previousMode' | 'nlink' | 'linkTarget'> & { processExe?: string };
+
+function fileVerdicts(): Verdicts {
+  return new VerdictMemo<FileInputs>(
+    (ev) => (ev as FileChangeEvent).path ?? '',
+    (ev) => {
+      const e = ev as FileChangeEvent;
+      return { path: e.path, op: e.op, mode: e.mode, previousMode: e.previousMode, nlink: e.nlink, linkTarget: e.linkTarget, processExe: e.process?.exe };
+    },
+    (s, ev) => {
+      const e = ev as FileChangeEvent;
+      return (
+        s.path === e.path &&
+        s.op === e.op &&
+        s.mode === e.mode &&
+        s.previousMode === e.previousMode &&
+        s.nlink === e.nlink &&
+        s.linkTarget === e.linkTarget &&
+        s.processExe === e.process?.exe
+      );
+    },
+  );
+}
+
+const INDEX_PLANS: Partial<Record<DetectionEventKind, IndexPlan>> = {
+  process_exec: {
+    sources: [NAME_SOURCE('proc.name'), PATH_SOURCE('proc.exe')],
+    flags: ['proc.inUpperLayer', 'proc.exeDeleted', 'proc.stdioSocket', 'proc.tty'],
+    needleFields: ['proc.args', 'proc.cmdline'],
+    hay: 'proc.cmdline',
+    verdicts: processVerdicts,
+  },
   file_change: {
-    field: 'file.path',
-    keys: (v, pick) => {
-      pick(firstLevel(v));
-      pick(basename(v));
-    },
-    keyOf: (e) => {
-      const first = firstLevel(e);
-      if (first.length > 1 && !GLOB_CHARS.test(first)) return first;
-      const base = basename(e);
-      return base && !GLOB_CHARS.test(base) ? base : undefined;
-    },
-    globKeys: false,
+    sources: [PATH_SOURCE('file.path'), PATH_SOURCE('file.linkTarget')],
+    flags: ['file.setid', 'file.hardLink'],
+    verdicts: fileVerdicts,
   },
 };
 
 /**
+ * Triggers one of which fires whenever an already validated condition holds: from a field test (its
+ * globs' keys, `true` of a boolean, its globs' literals), from the best member of an `all`, or from
+ * every member of an `any`. Undefined when there are none (the detection then runs for every event).
+ */
+function gateOf(cond: unknown, plan: IndexPlan): Trigger[] | undefined {
+  const obj = cond as Record<string, unknown>;
+  if ('not' in obj) return undefined;
+  if ('any' in obj) {
+    const out: Trigger[] = [];
+    for (const c of obj.any as unknown[]) {
+      const g = gateOf(c, plan);
+      if (!g) return undefined;
+      out.push(...g);
+    }
+    return out;
+  }
+  const members = 'all' in obj ? (obj.all as unknown[]).map((c) => gateOf(c, plan)) : Object.keys(obj).map((k) => fieldGate(k, obj[k], plan));
+  let best: Trigger[] | undefined;
+  for (const g of members) if (g && (!best || gateRank(g) < gateRank(best))) best = g;
+  return best;
+}
+
+/** Keys are the cheapest to check and the most selective, then flags; needles need the command line joined. */
+function gateRank(g: readonly Trigger[]): number {
+  return g.some((t) => 'needles' in t) ? 2 : g.some((t) => 'flag' in t) ? 1 : 0;
+}
+
+function fieldGate(name: string, value: unknown, plan: IndexPlan): Trigger[] | undefined {
+  if (typeof value === 'boolean') {
+    const flag = plan.flags.indexOf(name as DetectionField);
+    return value && flag >= 0 ? [{ flag: FIELD_INDEX.get(name)! }] : undefined;
+  }
+  const globs = typeof value === 'string' ? [value] : (value as string[]);
+  const source = plan.sources.findIndex((s) => s.field === name);
+  if (source >= 0) {
+    const out: Trigger[] = [];
+    for (const g of globs) {
+      for (const e of braceExpand(g)) {
+        const literal = plan.sources[source].keyOf(e);
+        if (literal !== undefined) out.push({ source, literal });
+        else if (plan.sources[source].globKeys) out.push({ source, glob: e });
+        else return undefined;
+      }
+    }
+    return out;
+  }
+  if (plan.needleFields?.includes(name as DetectionField)) {
+    const needles: Needle[] = [];
+    for (const g of globs) {
+      for (const e of braceExpand(g)) {
+        const n = needleOf(e);
+        if (!n) return undefined;
+        needles.push(n);
+      }
+    }
+    return [{ needles }];
+  }
+  return undefined;
+}
+
+/**
  * Detections of one event kind with an index that skips most of them early: a detection whose
  * condition needs proc.name to be "sh" or "bash" runs only for events with one of those names, one that
- * needs file.path below /etc only for paths whose first level is "/etc". Evaluation order (and so the
- * order of findings) stays load order.
+ * needs file.path below /etc only for paths whose first level is "/etc", one that needs "stratum+tcp://"
+ * in the command line only when it is there. Evaluation order (and so the order of findings) stays load order.
  */
 class DetectionIndex {
-  private readonly byKey = new Map<string, number[]>();
-  /** Per position: the detection runs only when a key of the event picked it. */
+  private readonly sources: {
+    source: KeySource;
+    field: number;
+    byKey: Map<string, number[]>;
+    keyTests: { pos: number; test: (key: string) => boolean }[];
+    /** Positions each recently seen key picks, glob-keyed ones included (names repeat: one lookup instead of every glob). */
+    picksByKey: Map<string, readonly number[]>;
+    pickKey: (key: string) => void;
+  }[];
+  private readonly flags: { field: number; pos: number }[] = [];
+  private readonly needled: { pos: number; needles: readonly Needle[] }[] = [];
+  /** Every needle in one RegExp (two: exact and case-folded): most command lines hold none, and one search says so. */
+  private readonly anyNeedle: RegExp[] = [];
+  private readonly hayField: number | undefined;
+  private readonly foldHay: boolean;
+  /** Positions whose needles a recently seen command line holds. */
+  private readonly picksByHay = new Map<string, readonly number[]>();
+  /** Per profile: 1 where the profile turned the detection off or is excepted from it. */
+  private readonly offByProfile = new WeakMap<DetectionProfile, Uint8Array>();
+  /** Per position: the detection runs only when a trigger picked it. */
   private readonly gated: boolean[] = [];
-  private readonly keyTests: { pos: number; test: (key: string) => boolean }[] = [];
   private readonly picked: Uint32Array;
-  private readonly keyField: number | undefined;
   private stamp = 0;
+  private readonly verdicts: Verdicts | undefined;
 
   constructor(
     readonly list: readonly CompiledDetection[],
-    private readonly index: IndexKeys | undefined,
+    plan: IndexPlan | undefined,
   ) {
     this.picked = new Uint32Array(list.length);
-    this.keyField = index && FIELD_INDEX.get(index.field);
-    list.forEach((d, pos) => {
-      const keys = index && d.gate ? gateKeys(d.gate, index) : undefined;
-      this.gated.push(keys !== undefined);
-      if (!keys) return;
-      for (const k of keys.literal) {
-        const at = this.byKey.get(k);
-        if (at) at.push(pos);
-        else this.byKey.set(k, [pos]);
-      }
-      if (keys.globs.length) this.keyTests.push({ pos, test: stringTest('text', keys.globs) });
+    this.verdicts = list.length ? plan?.verdicts?.(list) : undefined;
+    this.sources = (plan?.sources ?? []).map((source) => {
+      const s: DetectionIndex['sources'][number] = {
+        source,
+        field: FIELD_INDEX.get(source.field)!,
+        byKey: new Map(),
+        keyTests: [],
+        picksByKey: new Map(),
+        pickKey: (key) => this.mark(s.keyTests.length ? this.picksOf(s, key) : s.byKey.get(key)),
+      };
+      return s;
     });
+    this.hayField = plan?.hay && FIELD_INDEX.get(plan.hay);
+    list.forEach((d, pos) => {
+      this.gated.push(d.gate !== undefined);
+      const globs = new Map<number, string[]>();
+      for (const t of d.gate ?? []) {
+        if ('flag' in t) this.flags.push({ field: t.flag, pos });
+        else if ('needles' in t) this.needled.push({ pos, needles: t.needles });
+        else if ('literal' in t) {
+          const byKey = this.sources[t.source].byKey;
+          const at = byKey.get(t.literal);
+          if (!at) byKey.set(t.literal, [pos]);
+          else if (at.at(-1) !== pos) at.push(pos);
+        } else globs.set(t.source, [...(globs.get(t.source) ?? []), t.glob]);
+      }
+      for (const [source, gs] of globs) this.sources[source].keyTests.push({ pos, test: stringTest('text', gs) });
+    });
+    this.foldHay = this.needled.some((n) => n.needles.some((x) => x.fold));
+    for (const fold of [false, true]) {
+      const texts = [...new Set(this.needled.flatMap((n) => n.needles.filter((x) => x.fold === fold).map((x) => escapeRe(x.text))))];
+      if (texts.length) this.anyNeedle.push(new RegExp(texts.join('|'), fold ? 'i' : ''));
+    }
   }
 
-  /** Marks the detections the event's keys pick; returns the stamp they carry. */
+  /** Marks the detections the event's facts trigger; returns the stamp they carry. */
   pick(facts: EventFacts): number {
     if (++this.stamp > 0xfffffffe) {
       this.picked.fill(0);
       this.stamp = 1;
     }
-    if (this.keyField === undefined || !this.index) return this.stamp;
-    const v = facts.get(this.keyField) as string | readonly string[];
-    if (typeof v === 'string') this.index.keys(v, this.pickKey);
-    else for (let i = 0; i < v.length; i++) this.index.keys(v[i], this.pickKey);
+    for (let s = 0; s < this.sources.length; s++) {
+      const { source, field, pickKey } = this.sources[s];
+      const v = facts.get(field) as string | readonly string[];
+      if (typeof v === 'string') {
+        if (v !== '') source.keys(v, pickKey);
+      } else for (let i = 0; i < v.length; i++) source.keys(v[i], pickKey);
+    }
+    for (let i = 0; i < this.flags.length; i++) if (facts.get(this.flags[i].field) === true) this.picked[this.flags[i].pos] = this.stamp;
+    if (this.needled.length && this.hayField !== undefined) this.mark(this.picksOfHay(facts.get(this.hayField) as string));
     return this.stamp;
   }
 
-  private readonly pickKey = (key: string): void => {
-    const at = this.byKey.get(key);
+  private mark(at: readonly number[] | undefined): void {
     if (at) for (let i = 0; i < at.length; i++) this.picked[at[i]] = this.stamp;
-    for (let i = 0; i < this.keyTests.length; i++) {
-      const t = this.keyTests[i];
-      if (this.picked[t.pos] !== this.stamp && t.test(key)) this.picked[t.pos] = this.stamp;
+  }
+
+  private picksOf(s: DetectionIndex['sources'][number], key: string): readonly number[] {
+    const memo = s.picksByKey;
+    let at = memo.get(key);
+    if (at) return at;
+    const found = new Set(s.byKey.get(key));
+    for (const t of s.keyTests) if (t.test(key)) found.add(t.pos);
+    at = [...found];
+    if (memo.size >= PICKS_REMEMBERED) memo.clear();
+    memo.set(key, at);
+    return at;
+  }
+
+  private picksOfHay(hay: string): readonly number[] {
+    let at = this.picksByHay.get(hay);
+    if (at) return at;
+    if (!this.anyNeedle.some((re) => re.test(hay))) return NO_PICKS;
+    const lower = this.foldHay ? hay.toLowerCase() : hay;
+    at = this.needled.filter((n) => n.needles.some((x) => (x.fold ? lower : hay).includes(x.text))).map((n) => n.pos);
+    if (hay.length <= MEMO_MAX_LENGTH) {
+      if (this.picksByHay.size >= PICKS_REMEMBERED) this.picksByHay.clear();
+      this.picksByHay.set(hay, at);
     }
-  };
+    return at;
+  }
 
   runs(pos: number, stamp: number): boolean {
     return !this.gated[pos] || this.picked[pos] === stamp;
   }
-}
 
-/** Index keys of a detection's required globs; undefined leaves it unindexed (it runs for every event). */
-function gateKeys(globs: readonly string[], index: IndexKeys): { literal: string[]; globs: string[] } | undefined {
-  const literal: string[] = [];
-  const rest: string[] = [];
-  for (const g of globs) {
-    for (const e of braceExpand(g)) {
-      const key = index.keyOf(e);
-      if (key !== undefined) literal.push(key);
-      else if (index.globKeys) rest.push(e);
-      else return undefined;
+  /**
+   * Positions of the detections whose condition holds for the event (profiles and images not yet
+   * considered); an exec or write seen moments ago gets its answer from the memo.
+   */
+  matching(ev: DetectionEvent, facts: EventFacts, failed: () => void): readonly number[] {
+    const known = this.verdicts?.get(ev);
+    if (known) return known;
+    facts.reset(ev);
+    let out: number[] = [];
+    try {
+      const stamp = this.pick(facts);
+      for (let i = 0; i < this.list.length; i++) {
+        if (!this.runs(i, stamp)) continue;
+        try {
+          if (this.list[i].test(facts)) out.push(i);
+        } catch {
+          failed();
+        }
+      }
+    } catch {
+      failed();
+      out = [];
     }
+    this.verdicts?.set(ev, out);
+    return out;
   }
-  return { literal, globs: rest };
+
+  /** Which detections are off for a profile (its `detections.disable`, their `except.profiles`); computed once per profile. */
+  offFor(profile: DetectionProfile): Uint8Array {
+    let off = this.offByProfile.get(profile);
+    if (!off) {
+      off = Uint8Array.from(this.list, (d) => (profile.disabledDetections.has(d.id) || d.exceptProfiles.has(profile.name) ? 1 : 0));
+      this.offByProfile.set(profile, off);
+    }
+    return off;
+  }
 }
 
+const PICKS_REMEMBERED = 4096;
+const NO_PICKS: readonly number[] = Object.freeze([]);
+const VERDICT_KEYS = 2048;
+const VERDICT_VARIANTS = 4;
+const MAX_VERDICT_KEY = 4096;
 const NONE: Finding[] = Object.freeze([]) as unknown as Finding[];
 const MAX_SHOWN = 240;
 
@@ -660,7 +972,7 @@ export class DetectionSet {
     const of = (kind: DetectionEventKind) =>
       new DetectionIndex(
         all.filter((d) => d.on === kind),
-        INDEX_KEYS[kind],
+        INDEX_PLANS[kind],
       );
     this.byKind = { process_exec: of('process_exec'), file_change: of('file_change'), net_socket: of('net_socket'), docker_action: of('docker_action') };
     this.ids = new Set(all.map((d) => d.id));
@@ -679,28 +991,21 @@ export class DetectionSet {
     const kind = this.byKind[ev.kind];
     const list = kind?.list;
     if (!list?.length) return NONE;
-    const facts = this.facts;
-    facts.reset(ev);
-    let stamp: number;
-    try {
-      stamp = kind.pick(facts);
-    } catch {
-      this.failures++;
-      return NONE;
-    }
+    const matched = kind.matching(ev, this.facts, this.countFailure);
+    if (matched.length === 0) return NONE;
+    const off = profile && kind.offFor(profile);
     let out: Finding[] | undefined;
-    for (let i = 0; i < list.length; i++) {
-      const d = list[i];
-      if (!kind.runs(i, stamp) || (profile && (profile.disabledDetections.has(d.id) || d.exceptProfiles.has(profile.name)))) continue;
-      try {
-        if (!d.test(facts) || exceptedImage(d, info)) continue;
-        (out ??= []).push(detectionFinding(d, ev, info, profile));
-      } catch {
-        this.failures++;
-      }
+    for (let i = 0; i < matched.length; i++) {
+      const d = list[matched[i]];
+      if ((off && off[matched[i]] === 1) || exceptedImage(d, info)) continue;
+      (out ??= []).push(detectionFinding(d, ev, info, profile));
     }
     return out ?? NONE;
   }
+
+  private readonly countFailure = (): void => {
+    this.failures++;
+  };
 }
 
 function exceptedImage(d: CompiledDetection, info: ContainerInfo): boolean {

@@ -38,11 +38,38 @@ export class NetSpecError extends Error {
 }
 
 export function parseIp(text: string): IpAddr | undefined {
-  if (isIPv4(text)) return { v: 4, n: ipv4ToInt(text) };
+  const n = parseIpv4(text);
+  if (n !== undefined) return { v: 4, n };
   if (!isIPv6(text)) return undefined;
   const w = ipv6ToWords(text);
   if (w[0] === 0 && w[1] === 0 && w[2] === 0xffff) return { v: 4, n: w[3] };
   return { v: 6, w };
+}
+
+/**
+ * Dotted-quad IPv4 as node:net's isIPv4 accepts it (no leading zeros, each part ≤ 255), as one uint32;
+ * by hand because every socket event's address goes through here.
+ */
+function parseIpv4(text: string): number | undefined {
+  let n = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46 /* "." */) {
+      if (digits === 0 || ++dots > 3) return undefined;
+      n = n * 256 + part;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return undefined;
+      part = part * 10 + (c - 48);
+      if (++digits > 3 || part > 255) return undefined;
+    } else return undefined;
+  }
+  if (dots !== 3 || digits === 0) return undefined;
+  return n * 256 + part;
 }
 
 function ipv4ToInt(text: string): number {

@@ -177,6 +177,9 @@ function emit(node: TrieNode): string {
   return alternatives.length === 1 ? alternatives[0] : `(?:${alternatives.join('|')})`;
 }
 
+const GLOB_VERDICTS = 1024;
+const MAX_REMEMBERED_PATH = 1024;
+
 /**
  * A list of path globs compiled for speed: literal paths go into a Set, every wildcard glob into one
  * RegExp with shared prefixes, so a decision is one hash lookup and at most one RegExp run.
@@ -186,6 +189,8 @@ export class PathMatcher {
   private readonly globs: { re: RegExp; origin: EntryOrigin }[] = [];
   /** One RegExp per set of flags (POSIX classes like [[:alpha:]] need "u"); usually one or none. */
   private readonly combined: RegExp[];
+  /** The RegExps' answers for recently seen paths (bounded): containers use the same paths over and over. */
+  private readonly globVerdicts = new Map<string, boolean>();
 
   constructor(entries: readonly EntryOrigin[]) {
     const res: RegExp[] = [];
@@ -205,8 +210,17 @@ export class PathMatcher {
 
   matches(path: string): boolean {
     if (this.exact.has(path)) return true;
-    for (let i = 0; i < this.combined.length; i++) if (this.combined[i].test(path)) return true;
-    return false;
+    if (this.combined.length === 0) return false;
+    // The path's hash was just computed for the Set, so a second lookup is cheaper than the RegExp.
+    const known = this.globVerdicts.get(path);
+    if (known !== undefined) return known;
+    let matched = false;
+    for (let i = 0; i < this.combined.length && !matched; i++) matched = this.combined[i].test(path);
+    if (path.length <= MAX_REMEMBERED_PATH) {
+      if (this.globVerdicts.size >= GLOB_VERDICTS) this.globVerdicts.clear();
+      this.globVerdicts.set(path, matched);
+    }
+    return matched;
   }
 
   /** The entry that allows `path` (slow path, for explanations). */

@@ -1,13 +1,14 @@
 import { Minimatch } from 'minimatch';
 import { formatPath, locate, type FieldPath, type SourcedDocument } from '../config/yaml-source.js';
 import { RunwatchError, RunwatchErrors, type ErrorCode } from '../errors.js';
+import type { Severity } from '../events/types.js';
 import { literalLength, normaliseImagePattern } from './image-ref.js';
 import { NetSpecError, parseConnectSpec, parseListenSpec } from './net-spec.js';
 import { CAPABILITIES, normaliseCapability } from './container-checks.js';
 import { compileDetection, DetectionSet, type CompiledDetection } from './detections.js';
 import { compileGlob, globProblem, PathMatcher, type EntryOrigin } from './path-matcher.js';
 import { loadRuleDocuments, type LoadedRuleDoc } from './rule-loader.js';
-import { RULE_CATALOG, type ImagePolicyDoc, type ImageProfileDoc } from './rule-schema.js';
+import { RULE_CATALOG, type DetectionDoc, type ImagePolicyDoc, type ImageProfileDoc } from './rule-schema.js';
 import { ProcessAllowlist, Ruleset, type CompiledPolicy, type CompiledProfile, type ImagePattern, type NetRule, type Thresholds } from './ruleset.js';
 
 export interface CompileOptions {
@@ -17,8 +18,10 @@ export interface CompileOptions {
 
 class ErrorList {
   readonly errors: RunwatchError[] = [];
+  /** An unknown key is located at the key itself, anything else at the value. */
   add(code: ErrorCode, message: string, src: SourcedDocument, field: FieldPath): void {
-    this.errors.push(new RunwatchError(code, message, { file: src.file, ...locate(src, field), field: formatPath(field) || undefined }));
+    const at = locate(src, field, code === 'RW_RULE_UNKNOWN_KEY');
+    this.errors.push(new RunwatchError(code, message, { file: src.file, ...at, field: formatPath(field) || undefined }));
   }
 }
 
@@ -31,20 +34,23 @@ export function compileRuleset(
   files: readonly string[] = [],
   /** Profiles whose documents failed validation: extending them is not reported again. */
   invalidProfiles: ReadonlySet<string> = new Set(),
-): { ruleset?: Ruleset; errors: RunwatchError[] } {
+): { ruleset?: Ruleset; sources?: RuleSources; errors: RunwatchError[] } {
   const errs = new ErrorList();
   const profiles = new Map<string, ProfileDoc>();
   let policy: { doc: ImagePolicyDoc; src: SourcedDocument } | undefined;
   const detections = new Map<string, CompiledDetection>();
+  const detectionSources: DetectionSource[] = [];
   for (const d of docs) {
     if (d.kind === 'Detection') {
       const first = detections.get(d.doc.id);
       if (first) errs.add('RW_RULE_DUPLICATE', `detection "${d.doc.id}" is already defined at ${first.file}:${first.line}`, d.src, ['id']);
-      else if (d.doc.id in RULE_CATALOG) errs.add('RW_RULE_DUPLICATE', `"${d.doc.id}" is a built-in rule id; pick another`, d.src, ['id']);
       const compiled = compileDetection(d.doc, { file: d.src.file, line: locate(d.src, ['id']).line }, (code, message, field) =>
         errs.add(code, message, d.src, field),
       );
-      if (compiled && !first) detections.set(d.doc.id, compiled);
+      if (compiled && !first) {
+        detections.set(d.doc.id, compiled);
+        detectionSources.push(detectionSource(compiled, d.doc, d.src));
+      }
       continue;
     }
     if (d.kind === 'ImagePolicy') {
@@ -67,6 +73,14 @@ export function compileRuleset(
           errs.add('RW_RULE_INVALID', `unknown detection "${id}"${suggest(id, [...detections.keys()])}`, p.src, ['detections', 'disable', i]);
       });
     }
+    // The schema let through only keys shaped like detection ids outside runwatch's own sets.
+    for (const id of Object.keys(policy?.doc.severities ?? {})) {
+      if (!(id in RULE_CATALOG) && !detections.has(id))
+        errs.add('RW_RULE_UNKNOWN_KEY', `unknown key "${id}": no rule or loaded detection has this id${suggest(id, [...detections.keys()])}`, policy!.src, [
+          'severities',
+          id,
+        ]);
+    }
   }
   if (policy) checkPolicy(policy.doc, policy.src, errs);
   const order = resolveExtends(profiles, invalidProfiles, errs);
@@ -75,7 +89,77 @@ export function compileRuleset(
   // Keep load order (it breaks ties between equally specific image patterns).
   const byName = new Map(compiled.map((c) => [c.name, c]));
   const inLoadOrder = [...profiles.keys()].map((n) => byName.get(n)!);
-  return { ruleset: new Ruleset(inLoadOrder, compilePolicy(policy), files, opts.defaults, new DetectionSet([...detections.values()])), errors: [] };
+  const compiledPolicy = compilePolicy(policy);
+  const ruleset = new Ruleset(inLoadOrder, compiledPolicy, files, opts.defaults, new DetectionSet(ratedDetections(detections.values(), compiledPolicy)));
+  return { ruleset, sources: ruleSources(detectionSources, policy, profiles), errors: [] };
+}
+
+/**
+ * Detections with ImagePolicy.severities applied once, here: a re-rated one carries its new severity, one
+ * turned "off" is left out, so deciding pays nothing for either.
+ */
+function ratedDetections(all: Iterable<CompiledDetection>, policy: CompiledPolicy): CompiledDetection[] {
+  const out: CompiledDetection[] = [];
+  for (const d of all) {
+    const o = policy.severities.get(d.id);
+    if (o !== 'off') out.push(o ? { ...d, severity: o } : d);
+  }
+  return out;
+}
+
+/** A detection as written, with where its exceptions are. */
+export interface DetectionSource {
+  /** Compiled from its document alone: its own severity, before ImagePolicy.severities. */
+  detection: CompiledDetection;
+  exceptImages: { pattern: string; re: RegExp; line: number }[];
+  exceptProfiles: { name: string; line: number }[];
+}
+
+/**
+ * Where the parts of a ruleset that turn detections off or re-rate them are written. The Ruleset has
+ * these applied and does not keep them; `rules explain` shows them.
+ */
+export interface RuleSources {
+  /** Every detection in load order, as written. */
+  detections: readonly DetectionSource[];
+  /** ImagePolicy.severities entries for detection ids. */
+  detectionSeverities: ReadonlyMap<string, { value: Severity | 'off'; file: string; line: number }>;
+  /** Per profile name: its detections.disable ids, inherited ones included, each with the entry that set it (nearest profile first). */
+  disabledDetections: ReadonlyMap<string, ReadonlyMap<string, EntryOrigin>>;
+}
+
+function detectionSource(detection: CompiledDetection, doc: DetectionDoc, src: SourcedDocument): DetectionSource {
+  const images = doc.except?.images ?? [];
+  return {
+    detection,
+    // compileDetection compiled every pattern (or failed): the i-th RegExp is the i-th pattern's.
+    exceptImages: images.map((pattern, i) => ({ pattern, re: detection.exceptImages[i], line: locate(src, ['except', 'images', i]).line })),
+    exceptProfiles: (doc.except?.profiles ?? []).map((name, i) => ({ name, line: locate(src, ['except', 'profiles', i]).line })),
+  };
+}
+
+function ruleSources(
+  detections: DetectionSource[],
+  policy: { doc: ImagePolicyDoc; src: SourcedDocument } | undefined,
+  profiles: Map<string, ProfileDoc>,
+): RuleSources {
+  const detectionSeverities = new Map<string, { value: Severity | 'off'; file: string; line: number }>();
+  for (const [id, value] of Object.entries(policy?.doc.severities ?? {})) {
+    if (!(id in RULE_CATALOG) && value !== undefined)
+      detectionSeverities.set(id, { value, file: policy!.src.file, line: locate(policy!.src, ['severities', id], true).line });
+  }
+  const disabledDetections = new Map<string, Map<string, EntryOrigin>>();
+  for (const name of profiles.keys()) {
+    const byId = new Map<string, EntryOrigin>();
+    for (const n of lineage(name, profiles)) {
+      const p = profiles.get(n)!;
+      (p.doc.detections?.disable ?? []).forEach((id, i) => {
+        if (!byId.has(id)) byId.set(id, { profile: n, file: p.src.file, line: locate(p.src, ['detections', 'disable', i]).line, entry: id });
+      });
+    }
+    if (byId.size) disabledDetections.set(name, byId);
+  }
+  return { detections, detectionSeverities, disabledDetections };
 }
 
 function checkGlob(value: string, absolute: boolean, src: SourcedDocument, field: FieldPath, errs: ErrorList): void {
@@ -301,8 +385,13 @@ function compilePolicy(p: { doc: ImagePolicyDoc; src: SourcedDocument } | undefi
 
 /** Loads and compiles the rules behind `paths`; throws RunwatchErrors listing every problem. */
 export function loadRuleset(paths: readonly string[], opts: CompileOptions): Ruleset {
+  return loadRulesWithSources(paths, opts).ruleset;
+}
+
+/** loadRuleset, plus where detections are turned off or re-rated (for `rules explain`). */
+export function loadRulesWithSources(paths: readonly string[], opts: CompileOptions): { ruleset: Ruleset; sources: RuleSources } {
   const loaded = loadRuleDocuments(paths);
-  const { ruleset, errors } = compileRuleset(loaded.docs, opts, loaded.files, loaded.invalidProfiles);
-  if (loaded.errors.length || !ruleset) throw new RunwatchErrors([...loaded.errors, ...errors]);
-  return ruleset;
+  const { ruleset, sources, errors } = compileRuleset(loaded.docs, opts, loaded.files, loaded.invalidProfiles);
+  if (loaded.errors.length || !ruleset || !sources) throw new RunwatchErrors([...loaded.errors, ...errors]);
+  return { ruleset, sources };
 }

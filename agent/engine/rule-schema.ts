@@ -35,6 +35,11 @@ export const RULE_CATALOG = {
   },
   'process.not_allowed': { severity: 'high', when: 'process exec', what: 'the executable (or busybox applet) is not in process.allow' },
   'process.drift': { severity: 'high', when: 'process exec', what: 'the executable is not from the image: it was written after the container started' },
+  'process.unresolved': {
+    severity: 'medium',
+    when: 'process exec',
+    what: 'an exec whose executable could not be read (the process exited first) and whose task name is no program process.allow names',
+  },
   'file.write_not_allowed': { severity: 'medium', when: 'file change', what: 'a path outside files.write was created, modified, deleted or chmod-ed' },
   'network.listen_not_allowed': { severity: 'medium', when: 'socket seen', what: 'a listening port not in network.listen' },
   'network.connect_not_allowed': { severity: 'high', when: 'socket seen', what: 'an outbound connection not in network.connect' },
@@ -53,7 +58,23 @@ export const RULE_CATALOG = {
 export type RuleId = keyof typeof RULE_CATALOG;
 export const RULE_IDS = Object.keys(RULE_CATALOG) as RuleId[];
 
+/** A detection id: "<set>.<name>" in lower case. */
+export const DETECTION_ID = /^[a-z][a-z0-9_]*\.[a-z0-9_]+$/;
+
+/**
+ * Sets whose ids runwatch itself produces (the catalog above, the audit trail, sensor notices). A
+ * detection may not use them, so an ImagePolicy.severities key in one of them is a built-in rule id or
+ * a typo, never a detection.
+ */
+export const RESERVED_RULE_SETS: ReadonlySet<string> = new Set([...RULE_IDS.map(ruleSet), 'audit', 'sensor', 'rules']);
+
+/** The set of a rule or detection id: "baseline" for baseline.shell_from_server. */
+export function ruleSet(id: string): string {
+  return id.slice(0, id.indexOf('.'));
+}
+
 const severity = z.enum(['info', 'low', 'medium', 'high', 'critical']);
+const severityOrOff = z.union([severity, z.literal('off')]).meta({ id: 'SeverityOrOff', description: 'A severity, or "off" to turn the rule off.' });
 const nonEmpty = z.string().min(1);
 const header = { apiVersion: z.literal(RULES_API_VERSION).describe('Always "runwatch/v1".') };
 
@@ -132,9 +153,15 @@ export const imagePolicySchema = z
     requireDigest: z.boolean().default(false).describe('image.not_pinned when a container was started by tag.'),
     maxImageAgeDays: z.number().positive().optional().describe('image.stale when the image was built longer ago than this.'),
     severities: z
-      .partialRecord(z.enum(RULE_IDS as [RuleId, ...RuleId[]]), z.union([severity, z.literal('off')]))
+      .object(Object.fromEntries(RULE_IDS.map((id) => [id, severityOrOff.optional()])) as Record<RuleId, z.ZodOptional<typeof severityOrOff>>)
+      .catchall(severityOrOff)
+      .superRefine((value, ctx) => {
+        // Other keys are detection ids; the compiler checks them against the detections loaded.
+        const unknown = Object.keys(value).filter((k) => !(k in RULE_CATALOG) && (!DETECTION_ID.test(k) || RESERVED_RULE_SETS.has(ruleSet(k))));
+        if (unknown.length) ctx.addIssue({ code: 'unrecognized_keys', keys: unknown, input: value });
+      })
       .default({})
-      .describe('Per rule id: another severity, or "off".'),
+      .describe('Per rule id or detection id (e.g. baseline.package_manager): another severity, or "off".'),
   })
   .describe('Host-wide image policy; at most one per ruleset.');
 
@@ -144,7 +171,11 @@ export const detectionSchema = z
     kind: z.literal('Detection'),
     id: z
       .string()
-      .regex(/^[a-z][a-z0-9_]*\.[a-z0-9_]+$/, 'a detection id is "<set>.<name>" in lower case, e.g. baseline.shell_from_server')
+      .regex(DETECTION_ID, 'a detection id is "<set>.<name>" in lower case, e.g. baseline.shell_from_server')
+      .refine((id) => !RESERVED_RULE_SETS.has(ruleSet(id)), {
+        error: (issue) =>
+          `"${ruleSet(String(issue.input))}." is for runwatch's own rule ids (as are ${[...RESERVED_RULE_SETS].join(', ')}); pick another set name`,
+      })
       .describe('The rule id every finding carries, e.g. baseline.shell_from_server.'),
     title: nonEmpty.describe('Title Case name, e.g. "Shell Spawned By A Server Process"; starts each alert message.'),
     description: z

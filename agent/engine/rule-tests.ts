@@ -208,7 +208,7 @@ function buildContainer(a: z.output<typeof containerSchema> | undefined, b: z.ou
   return info;
 }
 
-function buildEvent(e: CaseDoc['event'], info: ContainerInfo | undefined): RunwatchEvent {
+export function buildEvent(e: CaseDoc['event'], info: ContainerInfo | undefined): RunwatchEvent {
   const t = e.ts === undefined ? DEFAULT_EVENT_TS : typeof e.ts === 'number' ? e.ts : Date.parse(e.ts);
   const containerId = info?.id;
   switch (e.kind) {

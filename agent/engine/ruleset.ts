@@ -2,7 +2,8 @@ import type { Severity } from '../events/types.js';
 import { DetectionSet } from './detections.js';
 import { parseImageRef } from './image-ref.js';
 import { specMatches, type Endpoint, type NetSpec } from './net-spec.js';
-import { PathMatcher, type EntryOrigin } from './path-matcher.js';
+import { braceExpand, Minimatch } from 'minimatch';
+import { GLOB_OPTIONS, PathMatcher, type EntryOrigin } from './path-matcher.js';
 import { RULE_CATALOG, type RuleId } from './rule-schema.js';
 
 /** Executables that pick their behaviour from argv[0]; their allow hints name the program. */
@@ -13,14 +14,21 @@ export interface Thresholds {
   memoryHighPercent: number;
 }
 
+/** The kernel keeps this many characters of a program's name as a task's comm. */
+const COMM_LENGTH = 15;
+
 /** Process allow entries: paths (any program name) and multi-call entries (only the listed names). */
 export class ProcessAllowlist {
   readonly paths: PathMatcher;
   private readonly exactExe = new Map<string, Map<string, EntryOrigin>>();
   private readonly globExe: { re: RegExp; names: Map<string, EntryOrigin> }[] = [];
+  private programNames?: { exact: Map<string, EntryOrigin>; globs: { re: RegExp; origin: EntryOrigin }[] };
 
-  constructor(paths: EntryOrigin[], multiCall: { exe: { exact?: string[]; re?: RegExp }; names: string[]; origin: EntryOrigin }[]) {
-    this.paths = new PathMatcher(paths);
+  constructor(
+    private readonly pathEntries: EntryOrigin[],
+    private readonly multiCall: { exe: { exact?: string[]; re?: RegExp }; names: string[]; origin: EntryOrigin }[],
+  ) {
+    this.paths = new PathMatcher(pathEntries);
     for (const m of multiCall) {
       const names = new Map(m.names.map((n) => [n, m.origin] as const));
       for (const exe of m.exe.exact ?? []) {
@@ -63,6 +71,37 @@ export class ProcessAllowlist {
     const out = new Set(this.exactExe.get(exe)?.keys() ?? []);
     for (const g of this.globExe) if (g.re.test(exe)) for (const n of g.names.keys()) out.add(n);
     return [...out].sort();
+  }
+
+  /**
+   * An entry that allows some program whose kernel task name (comm: the file name it was run by, cut to
+   * 15 characters) is `comm`: what can still be said of an exec whose executable could not be read.
+   */
+  entryForTaskName(comm: string): EntryOrigin | undefined {
+    const names = (this.programNames ??= this.collectProgramNames());
+    return names.exact.get(comm) ?? names.globs.find((g) => g.re.test(comm))?.origin;
+  }
+
+  private collectProgramNames(): NonNullable<ProcessAllowlist['programNames']> {
+    const exact = new Map<string, EntryOrigin>();
+    const globs: { re: RegExp; origin: EntryOrigin }[] = [];
+    const add = (name: string, origin: EntryOrigin) => {
+      const comm = name.slice(0, COMM_LENGTH);
+      if (!exact.has(comm)) exact.set(comm, origin);
+    };
+    for (const origin of this.pathEntries) {
+      for (const expansion of braceExpand(origin.entry)) {
+        const name = expansion.slice(expansion.lastIndexOf('/') + 1);
+        if (!/[*?[\]()!+@\\]/.test(name)) add(name, origin);
+        else if (/[^*?]/.test(name)) {
+          // "/opt/app/bin/*" says nothing of a name; "python3*" does.
+          const re = new Minimatch(name, GLOB_OPTIONS).makeRe();
+          if (re) globs.push({ re, origin });
+        }
+      }
+    }
+    for (const m of this.multiCall) for (const n of m.names) add(n, m.origin);
+    return { exact, globs };
   }
 
   get size(): number {

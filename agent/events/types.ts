@@ -266,7 +266,12 @@ export interface RunwatchRecord {
     uid: number;
     user?: string;
     argv0?: string;
+    /** The kernel's task name: what is known of the program when its executable could not be read. */
+    comm?: string;
     tty?: string;
+    cwd?: string;
+    /** Present (false) only when the process was gone before its executable could be read. */
+    resolved?: false;
     ancestors: ProcessAncestor[];
   };
   file?: { path: string; op: FileOp; mode?: string; linkTarget?: string };

@@ -30,7 +30,10 @@ export function buildRecord(ev: RunwatchEvent, f: Finding, host: string): Runwat
         ancestors: ev.ancestors,
         ...(ev.user !== undefined && { user: ev.user }),
         ...(ev.argv0 !== undefined && { argv0: ev.argv0 }),
+        ...(ev.comm !== undefined && { comm: ev.comm }),
         ...(ev.tty !== undefined && { tty: ev.tty }),
+        ...(ev.cwd !== undefined && { cwd: ev.cwd }),
+        ...(!ev.resolved && { resolved: false as const }),
       };
       break;
     case 'file_change':

@@ -18,7 +18,7 @@ describe('runwatch rules (real process)', () => {
   it('validate: the shipped rules are valid', async () => {
     const r = await cli(['rules', 'validate']);
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/^ok: \d+ files, 3 profiles, \d+ allow entries, policy: .*rules\/policy\.yaml\n$/);
+    expect(r.out).toMatch(/^ok: \d+ files, 3 profiles, \d+ allow entries, 25 detections, policy: .*rules\/policy\.yaml\n$/);
   });
 
   it('validate: every error with file:line:column and field, exit 1', async () => {
@@ -81,8 +81,55 @@ describe('runwatch rules (real process)', () => {
     // Without a profile no allowlist checks a write, but a baseline detection (every container) still does.
     const detected = await cli(['rules', 'explain', '--image', 'acme/app:1', '--write', '/etc/shadow']);
     expect(detected.code).toBe(1);
-    expect(detected.out).toMatch(/write \/etc\/shadow: NOT ALLOWED → baseline\.\w+ \(high\)/);
-    expect(detected.out).toContain('write /etc/shadow: no profile applies, so no allowlist checks it');
+    expect(detected.out).toContain('write /etc/shadow: not checked (no profile applies)');
+    expect(detected.out).toMatch(/write \/etc\/shadow: DETECTED → baseline\.user_management \(high, MITRE T1136\.001\) at .*rules\/baseline\.yaml:\d+\n/);
+  });
+
+  it('explain: detections that fire, and the ones a profile or the policy turned off, with their lines; --json', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'rw-explain-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const policy = path.join(dir, 'policy.yaml');
+    const ci = path.join(dir, 'ci.yaml');
+    writeFileSync(policy, 'apiVersion: runwatch/v1\nkind: ImagePolicy\nseverities:\n  baseline.build_tool: "off"\n  baseline.package_manager: low\n');
+    writeFileSync(
+      ci,
+      'apiVersion: runwatch/v1\nkind: ImageProfile\nname: ci-base\ndetections:\n  disable: [baseline.write_binary_dir]\n---\n' +
+        'apiVersion: runwatch/v1\nkind: ImageProfile\nname: ci\nimages: ["acr.example.io/build/*"]\nextends: [ci-base]\nprocess:\n  allow: ["/usr/bin/*"]\nfiles:\n  write: ["/usr/local/bin/**"]\n',
+    );
+    const explainCi = (...args: string[]) =>
+      cli(['rules', 'explain', '--rules', path.join(root, 'rules/baseline.yaml'), '--rules', dir, '--image', 'acr.example.io/build/runner:7', ...args]);
+
+    const apt = await explainCi('--exe', '/usr/bin/apt-get', '--args', 'install -y curl');
+    expect(apt.code).toBe(1);
+    expect(apt.out).toContain(`baseline.build_tool: off by ImagePolicy.severities (${policy}:4)`);
+    expect(apt.out).toContain(`baseline.write_binary_dir: off by detections.disable of profile ci-base (${ci}:5)`);
+    expect(apt.out).toContain(`baseline.package_manager: low (default medium) by ImagePolicy.severities (${policy}:5)`);
+    expect(apt.out).toContain(`exe /usr/bin/apt-get: ALLOWED by "/usr/bin/*" of profile ci (${ci}:13)`);
+    expect(apt.out).toMatch(/exe \/usr\/bin\/apt-get: DETECTED → baseline\.package_manager \(low, re-rated from medium; MITRE T1105\)/);
+    expect(apt.out).toContain('Package Manager Run In A Container: process /usr/bin/apt-get ran: "apt-get install -y curl"');
+
+    // Allowed, and every detection that matches is off for this image: exit 0.
+    const quiet = await explainCi('--write', '/usr/local/bin/tool', '--exe', '/usr/bin/gcc', '--args', '-O2 -o x x.c');
+    expect(quiet.code).toBe(0);
+    expect(quiet.out).toContain(
+      `write /usr/local/bin/tool: baseline.write_binary_dir matches, but is off for this image by detections.disable of profile ci-base (${ci}:5)`,
+    );
+    expect(quiet.out).toContain(`exe /usr/bin/gcc: baseline.build_tool matches, but is off for this image by ImagePolicy.severities (${policy}:4)`);
+
+    const json = await explainCi('--exe', '/usr/bin/gcc', '--json');
+    expect(json.code).toBe(0);
+    const e = JSON.parse(json.out) as { profile: { name: string }; activities: { suppressed: unknown[]; event: { args: string[] } }[]; wouldAlert: boolean };
+    expect(e.profile.name).toBe('ci');
+    expect(e.wouldAlert).toBe(false);
+    expect(e.activities[0].suppressed).toEqual([{ id: 'baseline.build_tool', reasons: [{ by: 'ImagePolicy.severities', file: policy, line: 4 }] }]);
+
+    // An unknown detection id in severities is an error naming file:line:field, like an unknown rule id.
+    writeFileSync(policy, 'apiVersion: runwatch/v1\nkind: ImagePolicy\nseverities:\n  baseline.packge_manager: low\n');
+    const bad = await explainCi('--exe', '/usr/bin/gcc');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(
+      /policy\.yaml:4:3: severities\.baseline\.packge_manager: unknown key "baseline\.packge_manager": .*\(did you mean "baseline\.package_manager"\?\) \[RW_RULE_UNKNOWN_KEY\]/,
+    );
   });
 
   it('help and usage errors', async () => {
@@ -93,6 +140,9 @@ describe('runwatch rules (real process)', () => {
     }
     expect((await cli(['rules', 'explain', '--exe', '/bin/sh'])).code).toBe(2);
     expect((await cli(['rules', 'explain', '--image', 'x', '--listen', 'tcp:1-2'])).code).toBe(2);
+    expect((await cli(['rules', 'explain', '--image', 'x', '--args', '-c id'])).code).toBe(2);
+    expect((await cli(['rules', 'explain', '--image', 'x', '--write', '/x', '--chmod', '9'])).code).toBe(2);
+    expect((await cli(['rules', 'explain', '--image', 'x', '--exe', '/bin/sh', '--args', "'open"])).code).toBe(2);
     expect((await cli(['rules', 'nope'])).code).toBe(2);
     expect((await cli(['rules', 'validate', '--bogus'])).code).toBe(2);
   });

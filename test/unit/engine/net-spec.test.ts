@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import {
   formatEndpoint,
@@ -76,5 +77,29 @@ describe('network allow entries', () => {
     expect(parseEndpoint('1.2.3.4:99999')).toBeUndefined();
     expect(parseEndpoint(undefined)).toBeUndefined();
     expect(formatEndpoint(ep('[::1]:53'))).toBe('[::1]:53');
+  });
+
+  it('reads IPv4 addresses exactly as node:net tells them apart', () => {
+    const texts = [
+      '0.0.0.0',
+      '255.255.255.255',
+      '10.0.0.1',
+      '1.2.3.4',
+      '01.2.3.4',
+      '1.2.3.04',
+      '256.1.1.1',
+      '1.2.3',
+      '1.2.3.4.5',
+      '1..3.4',
+      '.1.2.3',
+      '1.2.3.',
+      '1.2.3.4 ',
+      '1.2.3.a',
+      '',
+      '::1',
+      '1234.1.1.1',
+    ];
+    for (const t of texts) expect(parseIp(t)?.v === 4 && !t.includes(':'), t).toBe(isIPv4(t));
+    expect(parseIp('192.168.1.254')).toEqual({ v: 4, n: 0xc0a801fe });
   });
 });

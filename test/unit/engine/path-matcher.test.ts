@@ -71,6 +71,15 @@ describe('PathMatcher', () => {
     expect(m.matches(p)).toBe(globs.some((g) => minimatch(p, g, { dot: true })));
   });
 
+  it('answers a path it has seen before as it did the first time', () => {
+    const entries = ['/var/cache/**', '/srv/*.log', '/etc/app.conf'].map((entry) => ({ profile: 'p', file: 'f', line: 1, entry }));
+    const paths = ['/var/cache/a/b', '/srv/x.log', '/srv/x.txt', '/etc/app.conf', '/etc/other', '/var/cachex'];
+    const fresh = paths.map((p) => new PathMatcher(entries).matches(p));
+    expect(fresh).toEqual([true, true, false, true, false, false]);
+    const m = new PathMatcher(entries);
+    for (let round = 0; round < 3; round++) expect(paths.map((p) => m.matches(p))).toEqual(fresh);
+  });
+
   it('a folder glob also covers the folder itself', () => {
     expect(m.matches('/var/cache/nginx')).toBe(true);
   });

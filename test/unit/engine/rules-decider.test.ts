@@ -222,6 +222,46 @@ describe('decide', () => {
     expect(programName({ exe: '/usr/bin/x', args: [], comm: 'x' })).toBe('x');
   });
 
+  it('judges an exec whose executable could not be read by its task name, and reports what is known', () => {
+    const named = ruleset(`apiVersion: runwatch/v1
+kind: ImageProfile
+name: app
+images: [acme/app]
+process:
+  allow:
+    - /usr/bin/{app,a-very-long-program-name}
+    - /usr/local/bin/python3*
+    - /opt/plugins/*
+    - { exe: /bin/busybox, names: [sh] }
+`);
+    const unresolved = (comm: string | undefined) =>
+      decide(
+        named,
+        exec({
+          exe: '',
+          args: [],
+          resolved: false,
+          pid: 4711,
+          uid: 1000,
+          ...(comm !== undefined && { comm }),
+          ancestors: [{ pid: 7, exe: '/bin/busybox', comm: 'sh' }],
+        }),
+        {
+          container: c,
+        },
+      );
+    for (const allowed of ['app', 'a-very-long-pro', 'python3.12', 'sh']) expect(unresolved(allowed), allowed).toEqual([]);
+    for (const unknown of ['curl', 'a-very-long-pr', 'a-very-long-pra', 'pyth', 'plugin', '', undefined])
+      expect(rules(unresolved(unknown)), String(unknown)).toEqual(['process.unresolved']);
+    const [f] = unresolved('curl');
+    expect(f).toMatchObject({ rule: 'process.unresolved', severity: 'medium', profile: 'app', decidedBy: 'process.allow', subject: '\0curl' });
+    expect(f.message).toBe(
+      'A process named "curl" (pid 4711, uid 1000, parent /bin/busybox (pid 7)) ran in container app-1 (acme/app:1) and exited before its executable could be read; no program in process.allow of profile "app" has that name',
+    );
+    // Containers without a profile get no allowlist decision for it, as for any exec.
+    expect(decide(named, exec({ exe: '', resolved: false, comm: 'curl' }), { container: container({ image: 'other/img:1' }) })).toEqual([]);
+  });
+
   it('follows the policy: a rule turned off produces nothing, unprofiled may be ignored', () => {
     const quiet = ruleset(`apiVersion: runwatch/v1\nkind: ImagePolicy\nunprofiled: ignore\nseverities: { posture.root_user: "off" }\n`);
     expect(quiet.severity('posture.root_user')).toBeUndefined();

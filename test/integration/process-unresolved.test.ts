@@ -1,0 +1,44 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { dockerExec, runContainer, TOOLS_IMAGE } from '../helpers/docker.js';
+import { startTestAgent, waitFor } from '../helpers/test-agent.js';
+
+const RULES = path.resolve('test/fixtures/rules/process');
+const STORM = 1000;
+
+interface ProcessHealth {
+  details: { containerExecs: number; unresolved: number; kernelLost: number; queueDrops: number };
+}
+
+describe('unresolved execs (real kernel events, a real container)', () => {
+  it('reports an exec whose executable could not be read with what is known: process.unresolved, pid, comm, parent', async () => {
+    const t = await startTestAgent({ rules: { paths: [RULES] }, sensors: { process: { enabled: true } } });
+    const health = () => (t.agent.health() as { sensors: { process: ProcessHealth } }).sensors.process.details;
+    const id = await runContainer({ image: TOOLS_IMAGE, cmd: ['/usr/bin/sleep', '300'] });
+    // Static busybox running its `true` applet exits within microseconds: often before /proc/<pid>/exe is read.
+    let unresolved = 0;
+    for (let storm = 0; storm < 3 && unresolved === 0; storm++) {
+      const before = health();
+      await dockerExec(id, ['/bin/sh', '-c', `i=0; while [ $i -lt ${STORM} ]; do /bin/busybox true; i=$((i+1)); done`]);
+      await waitFor(
+        () => {
+          const h = health();
+          return h.containerExecs + h.kernelLost + h.queueDrops - (before.containerExecs + before.kernelLost + before.queueDrops) >= STORM;
+        },
+        30_000,
+        () => `storm execs accounted: ${JSON.stringify(health())}`,
+      );
+      unresolved = health().unresolved;
+    }
+    expect(unresolved, 'no exec of the storms was unresolved: nothing to report').toBeGreaterThan(0);
+    // The profile allows busybox only as sh, cp and chmod, and no program named "busybox": each unresolved exec is reported.
+    const rec = await t.waitForRecord((r) => r.rule === 'process.unresolved' && r.container?.id === id, 15_000);
+    expect(rec.process).toMatchObject({ exe: '', comm: 'busybox', resolved: false });
+    expect(rec.process?.pid).toBeGreaterThan(0);
+    expect(rec.process?.ancestors[0]).toMatchObject({ exe: '/bin/busybox', comm: 'sh' });
+    expect(rec.message).toContain('named "busybox"');
+    expect(rec.profile).toBe('tools-process-test');
+    // The resolved ones are ordinary allowlist findings.
+    expect(t.records.some((r) => r.rule === 'process.not_allowed' && r.container?.id === id && r.process?.exe === '/bin/busybox')).toBe(true);
+  });
+});
