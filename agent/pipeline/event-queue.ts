@@ -8,7 +8,8 @@ export class EventQueue {
   private readonly ring: (RunwatchEvent | undefined)[];
   private head = 0;
   private size = 0;
-  private waiter: (() => void) | undefined;
+  /** One wait shared by every caller until an event (or wake) settles it: waits never pile up. */
+  private waiting: { promise: Promise<void>; resolve: () => void } | undefined;
   pushed = 0;
   dropped = 0;
 
@@ -28,11 +29,7 @@ export class EventQueue {
     this.ring[(this.head + this.size) % this.capacity] = ev;
     this.size++;
     this.pushed++;
-    const w = this.waiter;
-    if (w) {
-      this.waiter = undefined;
-      w();
-    }
+    if (this.waiting) this.wake();
     return true;
   }
 
@@ -52,19 +49,18 @@ export class EventQueue {
   /** Resolves when at least one event is queued (or at once if there is one). */
   whenNotEmpty(): Promise<void> {
     if (this.size > 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const prev = this.waiter;
-      this.waiter = () => {
-        prev?.();
-        resolve();
-      };
-    });
+    if (!this.waiting) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.waiting = { promise, resolve };
+    }
+    return this.waiting.promise;
   }
 
   /** Wakes a waiting consumer without an event (used at shutdown). */
   wake(): void {
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.();
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.resolve();
   }
 }

@@ -175,7 +175,7 @@ export class Pipeline {
     const { queue } = this.opts;
     while (this.running) {
       if (queue.length === 0) {
-        await Promise.race([queue.whenNotEmpty(), sleep(this.channels.some((c) => c.pending.length) ? 100 : 1000)]);
+        await untilOrAfter(queue.whenNotEmpty(), this.channels.some((c) => c.pending.length) ? 100 : 1000);
       }
       if (!this.running) break;
       this.processBatch(queue.take(this.batchSize));
@@ -232,6 +232,13 @@ export class Pipeline {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
+/** Waits for `event`, at most `ms`; the timer is cleared when the event comes first (a wake per batch would otherwise leave one behind each time). */
+async function untilOrAfter(event: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((r) => (timer = setTimeout(r, ms).unref()));
+  try {
+    await Promise.race([event, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

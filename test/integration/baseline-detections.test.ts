@@ -55,8 +55,9 @@ describe('baseline detections fired by real actions in a real container', () => 
     await expectDetection(t, id, 'baseline.kernel_module', 'T1547.006');
     await run(id, '/bin/unshare -U /bin/true');
     await expectDetection(t, id, 'baseline.namespace_tool', 'T1611');
-    // Only named in arguments: nothing ever connects to it.
-    await dockerExec(id, ['sh', '-c', ': http://169.254.169.254/latest']);
+    // Only named in arguments: nothing ever connects to it. The shell stays a moment, so its arguments can be read
+    // (a shell that exits at once may be gone first, and an unresolved exec has no arguments to look at).
+    await dockerExec(id, ['sh', '-c', ': http://169.254.169.254/latest; sleep 1']);
     await expectDetection(t, id, 'baseline.metadata_in_args', 'T1552.005');
 
     // An allowed, ordinary command raises no detection of its own.

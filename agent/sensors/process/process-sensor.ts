@@ -162,7 +162,17 @@ export class ProcessSensor implements Sensor {
     for (const pid of listPids()) {
       const p = readProcess(pid);
       if (!p) continue;
-      this.table.set({ pid, ppid: p.ppid, containerId: p.containerId, exe: p.exe, args: p.args, comm: p.comm, uid: p.uid, since: startEpochMs(p, bootMs) });
+      this.table.set({
+        pid,
+        ppid: p.ppid,
+        containerId: p.containerId,
+        exe: p.exe,
+        args: p.args,
+        comm: p.comm,
+        uid: p.uid,
+        since: startEpochMs(p, bootMs),
+        exited: undefined,
+      });
       this.procfsSeen.set(pid, identity(p, p.exe));
     }
   }
@@ -193,7 +203,6 @@ export class ProcessSensor implements Sensor {
           pid,
           ppid: p.ppid,
           uid: p.uid,
-          euid: p.uid,
           exe: p.exe,
           exeDeleted: p.exeDeleted,
           args: p.args,
@@ -240,8 +249,8 @@ export class ProcessSensor implements Sensor {
       this.counts.unresolved++;
       this.window.unresolved++;
     }
-    // comm, uid and tty come from /proc/<pid>/stat and status, which outlive the exec'd image until the zombie
-    // is reaped: the native reader leaves comm empty when it could not read them for this process.
+    // comm and tty come from /proc/<pid>/stat, which outlives the exec'd image until the zombie is reaped: the
+    // native reader leaves comm empty when it could not read it for this process.
     const statKnown = e.comm !== '';
     const entry = this.table.exec(e.pid, startedAt, {
       ppid: e.ppid,
@@ -249,7 +258,7 @@ export class ProcessSensor implements Sensor {
       exe: e.resolved ? e.exe : '',
       args: e.resolved ? e.args : [],
       comm: e.comm,
-      uid: statKnown ? e.uid : undefined,
+      uid: e.uid >= 0 ? e.uid : undefined,
     });
     const containerId = entry.containerId;
     if (!containerId) {
@@ -258,29 +267,31 @@ export class ProcessSensor implements Sensor {
     }
     this.counts.containerExecs++;
     const info = this.ctx.inventory.get(containerId);
+    const resolved = e.resolved;
+    // Every field is set, if only to undefined: one object shape for every exec keeps the pipeline's and the
+    // rules' code optimised (a shape per combination of fields made V8 deoptimise and recompile them).
     // Unresolved: the record says what is known (pid, parent, container, ancestry, the kernel's task name) and never guesses the program.
     const ev: ProcessExecEvent = {
       kind: 'process_exec',
       ts: e.ts,
       containerId,
+      container: undefined,
       pid: e.pid,
       ppid: entry.ppid,
-      exe: e.resolved ? e.exe : '',
-      args: e.resolved ? e.args : [],
+      exe: resolved ? e.exe : '',
+      args: resolved ? e.args : [],
+      argv0: resolved && e.args.length ? e.args[0] : undefined,
+      comm: e.comm || undefined,
       uid: entry.uid,
+      user: info && entry.uid >= 0 ? this.containerUserName(info, entry.uid) : undefined,
+      cwd: e.cwd || undefined,
+      tty: statKnown ? ttyName(e.tty) : undefined,
       ancestors: this.table.ancestors(e.pid, this.opts.ancestors),
-      resolved: e.resolved,
+      resolved,
+      inUpperLayer: info && resolved && e.exe && !e.exeDeleted ? isInUpperLayer(info, e.exe) : undefined,
+      exeDeleted: e.exeDeleted || undefined,
+      stdioSocket: e.stdioSocket || undefined,
     };
-    if (e.resolved && e.args.length) ev.argv0 = e.args[0];
-    if (e.comm) ev.comm = e.comm;
-    if (e.cwd) ev.cwd = e.cwd;
-    const tty = statKnown ? ttyName(e.tty) : undefined;
-    if (tty) ev.tty = tty;
-    if (e.exeDeleted) ev.exeDeleted = true;
-    if (e.stdioSocket) ev.stdioSocket = true;
-    if (info && e.resolved && e.exe && !e.exeDeleted) ev.inUpperLayer = isInUpperLayer(info, e.exe);
-    const user = info && entry.uid >= 0 ? this.containerUserName(info, entry.uid) : undefined;
-    if (user) ev.user = user;
     if (this.ctx.queue.push(ev)) this.counts.emitted++;
     else this.counts.dropped++;
   }
@@ -298,6 +309,8 @@ export class ProcessSensor implements Sensor {
 
   /** The user name for a uid from the container's own /etc/passwd, read without following its symlinks. */
   private containerUserName(info: ContainerInfo, uid: number): string | undefined {
+    const known = this.passwd.get(info.id)?.names.get(uid);
+    if (known !== undefined) return known;
     const root = info.mergedDir;
     return root ? this.userName(info.id, uid, () => readFileBeneath(root, 'etc/passwd') ?? '') : undefined;
   }

@@ -14,6 +14,7 @@ export interface ProcessEntry {
   uid: number;
   /** When this pid became this process (fork, or its start time when first seen by a scan), epoch ms: tells a reused pid apart. */
   since: number;
+  /** Set, even if undefined, on every entry the table makes: one object shape keeps the hot paths optimised. */
   exited?: number;
 }
 
@@ -80,6 +81,7 @@ export class ProcessTable {
       comm: parent?.comm ?? '',
       uid: parent?.uid ?? -1,
       since: ts,
+      exited: undefined,
     };
     this.set(child);
     return child;
@@ -88,7 +90,8 @@ export class ProcessTable {
   /** Updates the entry of an exec'ing process, or creates it (with `ts` as its start) when its fork was not seen. */
   exec(pid: number, ts: number, facts: ExecFacts): ProcessEntry {
     const cur = this.byPid.get(pid);
-    const entry: ProcessEntry = cur && !cur.exited ? cur : { pid, ppid: 0, containerId: '', exe: '', args: [], comm: '', uid: -1, since: ts };
+    const entry: ProcessEntry =
+      cur && !cur.exited ? cur : { pid, ppid: 0, containerId: '', exe: '', args: [], comm: '', uid: -1, since: ts, exited: undefined };
     if (facts.ppid) entry.ppid = facts.ppid;
     if (facts.containerId) entry.containerId = facts.containerId;
     entry.exe = facts.exe;
@@ -113,15 +116,15 @@ export class ProcessTable {
   ancestors(pid: number, max: number): ProcessAncestor[] {
     const out: ProcessAncestor[] = [];
     let child = this.byPid.get(pid);
-    const seen = new Set<number>([pid]);
-    while (child && child.ppid > 0 && out.length < max && !seen.has(child.ppid)) {
-      seen.add(child.ppid);
+    // A loop (only pid reuse could make one) ends the chain; `out` is short, so no Set is allocated per exec.
+    const seen = (p: number) => p === pid || out.some((a) => a.pid === p);
+    while (child && child.ppid > 0 && out.length < max && !seen(child.ppid)) {
       const parent = this.byPid.get(child.ppid);
       if (!parent || parent.since > child.since) {
-        out.push({ pid: child.ppid, exe: '' });
+        out.push({ pid: child.ppid, exe: '', comm: undefined });
         break;
       }
-      out.push(parent.comm ? { pid: parent.pid, exe: parent.exe, comm: parent.comm } : { pid: parent.pid, exe: parent.exe });
+      out.push({ pid: parent.pid, exe: parent.exe, comm: parent.comm || undefined });
       child = parent;
     }
     return out;

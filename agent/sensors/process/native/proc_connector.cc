@@ -5,13 +5,24 @@
 // look). Events go to a bounded queue; JS gets them in batches through a
 // ThreadSafeFunction (at most one call in flight, flushed every few ms),
 // never one call per event.
+//
+// CPU: each /proc/<pid>/<file> opened for a new pid costs a proc inode and
+// dentry, the bulk of the reader's time, so an exec reads only what its event
+// needs. The container and the real uid are tracked from the event stream
+// (inherited at fork, uid changed by PROC_EVENT_UID) and read from /proc only
+// when the stream cannot tell; after any loss nothing tracked is trusted until
+// read again. The next biggest cost was waking up for every fork, exec and
+// exit, so execs come on a socket of their own and everything else on a
+// second one that is drained whenever the reader is up anyway.
 
 #include <napi.h>
 #include <uv.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/cn_proc.h>
 #include <linux/connector.h>
+#include <linux/filter.h>
 #include <linux/netlink.h>
 #include <poll.h>
 #include <pthread.h>
@@ -26,6 +37,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdio>
@@ -43,10 +55,14 @@ namespace {
 
 constexpr size_t kMaxArgs = 64;
 constexpr size_t kMaxArgBytes = 4096;
-constexpr size_t kRoundMax = 64;  // messages per receive round (bounds open dirfds too)
+constexpr unsigned kRecvBatch = 64;  // messages per receive round (bounds open dirfds too)
+constexpr size_t kMsgBytes = 512;    // one proc connector datagram is under 100 bytes
+constexpr size_t kHeldMax = 65536;   // non-exec messages waiting for their turn; beyond, left in the socket
 constexpr int kAckTimeoutMs = 1500;
 constexpr int kFifoPriority = 1;  // lowest RT priority already preempts every CFS task
 constexpr uint32_t kMaxCpus = 8192;
+constexpr size_t kMaxGaps = 64;         // open sequence gaps per CPU; beyond, the oldest counts as lost
+constexpr double kGapGraceMs = 100;     // on top of twice the flush interval
 
 enum class EvType : uint8_t { Fork, Exec, Exit };
 
@@ -55,8 +71,8 @@ struct Event {
   double ts = 0;
   int32_t pid = 0;   // fork: child tgid
   int32_t ppid = 0;  // fork: parent tgid; exec: PPid
-  uint32_t uid = 0, euid = 0;
-  int64_t loginuid = -1;  // -1: not readable
+  int64_t uid = -1;  // real uid; -1: unknown
+  int64_t loginuid = -1;  // -1: not read
   int32_t tty = 0;
   int32_t exitCode = 0, signal = 0;
   bool exeDeleted = false, argsTruncated = false, stdioSocket = false;
@@ -64,6 +80,14 @@ struct Event {
   std::string exe, comm, cwd, containerId;
   std::vector<std::string> args;
 };
+
+// The batch handed to JS: kSlots numbers per event in one Float64Array, and
+// the exec events' strings (exe, comm, cwd, containerId, then the args) in one
+// array. Creating ~17 object properties per event through N-API cost more
+// than the JS that handles the event; proc-connector.ts builds the objects.
+enum Slot { kSlotType, kSlotTs, kSlotPid, kSlotPpid, kSlotUid, kSlotLoginuid, kSlotTty, kSlotExitCode, kSlotSignal,
+            kSlotFlags, kSlotArgc, kSlots };
+enum Flag { kFlagExeDeleted = 1, kFlagArgsTruncated = 2, kFlagStdioSocket = 4, kFlagResolved = 8, kFlagHasCwd = 16 };
 
 // State shared by the reader thread, the ThreadSafeFunction callbacks and the
 // JS object. Held by shared_ptr so queued TSFN calls stay valid even if the
@@ -86,17 +110,14 @@ struct Shared {
 
 // ---------------------------------------------------------------- /proc helpers
 
+// One read is the whole file: /proc files fill the buffer from their start
+// and a short read means the end, so no second read() for the EOF.
 ssize_t ReadAt(int dirfd, const char* name, char* buf, size_t cap) {
   int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
-  ssize_t n = 0;
-  while (static_cast<size_t>(n) < cap) {
-    ssize_t r = read(fd, buf + n, cap - static_cast<size_t>(n));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && n == 0) n = -1;
-    if (r <= 0) break;
-    n += r;
-  }
+  ssize_t n;
+  do n = read(fd, buf, cap);
+  while (n < 0 && errno == EINTR);
   close(fd);
   return n;
 }
@@ -150,10 +171,24 @@ bool ReadContainerId(int dirfd, std::string& out) {
   return true;
 }
 
+// The docker CLI, by its executable's or its task's name: a host exec whose
+// command line JS needs (who ran `docker exec`, see DockerClientRuns).
+bool IsDockerCli(const std::string& exe, const std::string& comm) {
+  size_t slash = exe.rfind('/');
+  const char* base = exe.c_str() + (slash == std::string::npos ? 0 : slash + 1);
+  return strcmp(base, "docker") == 0 || strcmp(base, "docker.io") == 0 || comm == "docker";
+}
+
 int OpenProcDir(int pid) {
   char path[32];
   snprintf(path, sizeof path, "/proc/%d", pid);
   return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+uint64_t NowNs() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);  // the clock of the events' timestamp_ns
+  return static_cast<uint64_t>(t.tv_sec) * 1000000000ull + static_cast<uint64_t>(t.tv_nsec);
 }
 
 double NowMs(clockid_t clk) {
@@ -171,6 +206,32 @@ Napi::Error ErrnoError(Napi::Env env, int err, const std::string& what, const st
   e.Set("syscall", Napi::String::New(env, what));
   return e;
 }
+
+// A proc connector message as received, before it is handled.
+struct Msg {
+  uint32_t seq = 0, ack = 0, len = 0;  // len: valid bytes of ev
+  proc_event ev{};
+};
+
+// Socket filters on the message type (classic BPF loads it big-endian, hence
+// htonl): execs and the subscription's acknowledgement on one socket, the rest
+// on the other. Every message lands on exactly one, so per-CPU sequence
+// numbers still reveal losses.
+constexpr uint32_t kWhatOffset = NLMSG_HDRLEN + sizeof(cn_msg) + offsetof(proc_event, what);
+sock_filter kExecFilter[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kWhatOffset),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, htonl(proc_event::PROC_EVENT_EXEC), 1, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, htonl(proc_event::PROC_EVENT_NONE), 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+    BPF_STMT(BPF_RET | BPF_K, 0),
+};
+sock_filter kRestFilter[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kWhatOffset),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, htonl(proc_event::PROC_EVENT_EXEC), 2, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, htonl(proc_event::PROC_EVENT_NONE), 1, 0),
+    BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+    BPF_STMT(BPF_RET | BPF_K, 0),
+};
 
 // ------------------------------------------------------------------ connector
 
@@ -201,7 +262,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     rcvbufReq_ = static_cast<int>(num("rcvbufBytes", 16.0 * 1024 * 1024, 65536, 1024.0 * 1024 * 1024));
     sh_->queueCap = static_cast<size_t>(num("queueCapacity", 32768, 1, 1 << 24));
     sh_->batchMax = static_cast<size_t>(num("batchMax", 512, 1, 1 << 20));
-    flushMs_ = num("flushIntervalMs", 10, 0, 1000);
+    flushMs_ = num("flushIntervalMs", 20, 0, 1000);
     Napi::Value rt = o.Get("realtime");
     realtime_ = rt.IsUndefined() ? true : rt.ToBoolean().Value();
     callback_ = Napi::Persistent(info[1].As<Napi::Function>());
@@ -213,22 +274,44 @@ class Connector : public Napi::ObjectWrap<Connector> {
   }
 
  private:
+  // What the event stream tells of a live process. The facts hold for the
+  // loss epoch they were learnt in: a lost fork or exit could mean the pid now
+  // belongs to someone else, and a lost uid event that the uid changed.
   struct ProcEntry {
+    uint64_t gen = 0;    // this process, as opposed to an earlier or later one with its pid
+    uint32_t epoch = 0;  // loss epoch of uid, cgTrusted and cgRead
     int32_t ppid = 0;
-    bool cgKnown = false;
-    bool cgRead = false;  // read from this process itself, not inherited at fork
+    int64_t uid = -1;         // real uid: inherited at fork, set by uid events; -1 unknown
+    bool cgKnown = false;     // containerId is known, if only from an earlier epoch (a fallback)
+    bool cgTrusted = false;   // read from this process, or from its parent when it forked this epoch
+    bool cgRead = false;      // read from this process itself
     std::string containerId;
   };
   struct Pending {
     Event e;
     int dfd = -1;
     uint64_t tsNs = 0;
-    bool cgOk = false;
+    uint64_t gen = 0;  // the ProcEntry the exec belongs to
+    // What the stream knew at the exec, for whatever /proc can no longer tell.
+    int32_t knownPpid = 0;
+    int64_t knownUid = -1;
+    bool knownCg = false;
+    std::string knownId;
+    bool cgOk = false;  // cgId was read from the process
+    std::string cgId;
+    bool cmdlineRead = false;
+    int statRead = 0;  // 1: read and this process's, -1: unreadable or a reused pid's
+  };
+  // Sequence numbers missing from one CPU's messages: lost, or still in the
+  // other socket. Counted as lost once overdue.
+  struct Gap {
+    uint32_t from, to;  // [from, to)
+    double dueMs;
   };
   struct SeqState {
     bool init = false;
     uint32_t next = 0;
-    uint64_t outstanding = 0;  // counted as lost but may still arrive late
+    std::vector<Gap> gaps;
   };
 
   // ------------------------------------------------------------- JS methods
@@ -237,35 +320,33 @@ class Connector : public Napi::ObjectWrap<Connector> {
     Napi::Env env = info.Env();
     if (running_) throw Napi::Error::New(env, "proc connector: already started");
 
-    int sock = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
-    if (sock < 0) {
+    const char* what = "";
+    sock_fprog execProg{static_cast<unsigned short>(std::size(kExecFilter)), kExecFilter};
+    sock_fprog restProg{static_cast<unsigned short>(std::size(kRestFilter)), kRestFilter};
+    int execSock = OpenSocket(execProg, what);
+    int restSock = execSock < 0 ? -1 : OpenSocket(restProg, what);
+    if (restSock < 0) {
       int err = errno;
-      throw ErrnoError(env, err, "socket", err == EPROTONOSUPPORT ? "kernel lacks CONFIG_CONNECTOR" : "");
+      if (execSock >= 0) close(execSock);
+      const char* hint = err == EPROTONOSUPPORT ? "kernel lacks CONFIG_CONNECTOR"
+                         : err == EPERM         ? "joining the proc connector group needs CAP_NET_ADMIN"
+                                                : "";
+      throw ErrnoError(env, err, what, hint);
     }
-    auto fail = [&](int err, const char* what, const std::string& hint) {
-      close(sock);
-      return ErrnoError(env, err, what, hint);
+    auto fail = [&](int err, const char* call, const std::string& hint) {
+      close(execSock);
+      close(restSock);
+      return ErrnoError(env, err, call, hint);
     };
-
-    // FORCE bypasses net.core.rmem_max (needs CAP_NET_ADMIN, which we need anyway).
-    if (setsockopt(sock, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbufReq_, sizeof rcvbufReq_) != 0)
-      setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcvbufReq_, sizeof rcvbufReq_);
     int granted = 0;
     socklen_t gl = sizeof granted;
-    getsockopt(sock, SOL_SOCKET, SO_RCVBUF, &granted, &gl);
+    getsockopt(execSock, SOL_SOCKET, SO_RCVBUF, &granted, &gl);
     sh_->rcvbufBytes = static_cast<uint64_t>(granted);
 
-    sockaddr_nl addr{};
-    addr.nl_family = AF_NETLINK;
-    addr.nl_groups = CN_IDX_PROC;
-    if (bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      int err = errno;
-      throw fail(err, "bind", err == EPERM ? "joining the proc connector group needs CAP_NET_ADMIN" : "");
-    }
-
+    // One subscription makes the kernel send; both sockets are in the group.
     std::random_device rd;
     listenAck_ = rd() & 0x7fffffff;
-    if (!SendOp(sock, PROC_CN_MCAST_LISTEN, rd(), listenAck_)) {
+    if (!SendOp(execSock, PROC_CN_MCAST_LISTEN, rd(), listenAck_)) {
       int err = errno;
       throw fail(err, "sendmsg",
                  err == ECONNREFUSED ? "the proc connector exists only in the host network namespace (--network host)"
@@ -275,11 +356,12 @@ class Connector : public Napi::ObjectWrap<Connector> {
     int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake < 0) {
       int err = errno;
-      SendOp(sock, PROC_CN_MCAST_IGNORE, 0, 0);
+      SendOp(execSock, PROC_CN_MCAST_IGNORE, 0, 0);
       throw fail(err, "eventfd", "");
     }
 
-    sock_ = sock;
+    execSock_ = execSock;
+    restSock_ = restSock;
     wakeFd_ = wake;
     stopReq_ = false;
     sh_->schedFifo = false;
@@ -287,6 +369,8 @@ class Connector : public Napi::ObjectWrap<Connector> {
     ackErr_ = 0;
     seqs_.clear();
     procs_.clear();
+    held_.clear();
+    pendingGaps_ = 0;
     unnotified_ = 0;
     {
       std::lock_guard<std::mutex> lk(sh_->mu);
@@ -364,15 +448,16 @@ class Connector : public Napi::ObjectWrap<Connector> {
   void Shutdown() {
     if (!running_) return;
     running_ = false;
-    SendOp(sock_, PROC_CN_MCAST_IGNORE, 0, 0);
+    SendOp(execSock_, PROC_CN_MCAST_IGNORE, 0, 0);
     stopReq_ = true;
     uint64_t one = 1;
     ssize_t w = write(wakeFd_, &one, sizeof one);
     (void)w;
     if (thread_.joinable()) thread_.join();
-    close(sock_);
+    close(execSock_);
+    close(restSock_);
     close(wakeFd_);
-    sock_ = wakeFd_ = -1;
+    execSock_ = restSock_ = wakeFd_ = -1;
     {
       std::lock_guard<std::mutex> lk(sh_->mu);
       sh_->closed = true;
@@ -380,6 +465,29 @@ class Connector : public Napi::ObjectWrap<Connector> {
       sh_->notifyPending = false;
     }
     sh_->tsfn.Release();
+  }
+
+  // Returns the socket, or -1 with errno set and what naming the failed call.
+  // The filter is attached before bind so that nothing unfiltered is queued.
+  int OpenSocket(const sock_fprog& filter, const char*& what) {
+    int sock = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+    if (sock < 0) {
+      what = "socket";
+      return -1;
+    }
+    // FORCE bypasses net.core.rmem_max (needs CAP_NET_ADMIN, which we need anyway).
+    if (setsockopt(sock, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbufReq_, sizeof rcvbufReq_) != 0)
+      setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcvbufReq_, sizeof rcvbufReq_);
+    sockaddr_nl addr{};
+    addr.nl_family = AF_NETLINK;
+    addr.nl_groups = CN_IDX_PROC;
+    if (setsockopt(sock, SOL_SOCKET, SO_ATTACH_FILTER, &filter, sizeof filter) != 0) what = "setsockopt";
+    else if (bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) what = "bind";
+    else return sock;
+    int err = errno;
+    close(sock);
+    errno = err;
+    return -1;
   }
 
   static bool SendOp(int sock, proc_cn_mcast_op op, uint32_t seq, uint32_t ack) {
@@ -414,23 +522,41 @@ class Connector : public Napi::ObjectWrap<Connector> {
       sp.sched_priority = kFifoPriority;
       sh_->schedFifo = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
     }
-    alignas(nlmsghdr) char buf[8192];
-    pollfd fds[2] = {{sock_, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+    std::vector<char> bufs(kRecvBatch * kMsgBytes);
+    pollfd fds[3] = {{execSock_, POLLIN, 0}, {wakeFd_, POLLIN, 0}, {restSock_, POLLIN, 0}};
+    bool more = false;        // the last round left execs queued
+    bool restArmed = true;    // wake for the rest socket (idle), or drain it by restDueMs
+    double restDueMs = 0;
     while (!stopReq_.load(std::memory_order_relaxed)) {
-      // Events are handed to JS at most every flushMs_ (or per full batch):
-      // one JS call per event would cost more than reading /proc.
-      int timeout = -1;
-      if (unnotified_ > 0) {
-        double left = firstUnnotifiedMs_ + flushMs_ - NowMs(CLOCK_MONOTONIC);
-        timeout = left <= 0 ? 0 : static_cast<int>(left) + 1;
+      double now = NowMs(CLOCK_MONOTONIC);
+      if (!more) {
+        // Events are handed to JS at most every flushMs_ (or per full batch):
+        // one JS call per event would cost more than reading /proc.
+        double due = INFINITY;
+        if (unnotified_ > 0) due = firstUnnotifiedMs_ + flushMs_;
+        if (!restArmed) due = std::min(due, restDueMs);
+        if (pendingGaps_ > 0) due = std::min(due, nextGapDueMs_);
+        int timeout = due == INFINITY ? -1 : due <= now ? 0 : static_cast<int>(due - now) + 1;
+        fds[2].fd = restArmed ? restSock_ : -1;
+        fds[0].revents = fds[2].revents = 0;
+        int pr = poll(fds, 3, timeout);
+        if (pr < 0) {
+          if (errno == EINTR) continue;
+          break;
+        }
+        if (fds[1].revents) break;
+        now = NowMs(CLOCK_MONOTONIC);
       }
-      int pr = poll(fds, 2, timeout);
-      if (pr < 0) {
-        if (errno == EINTR) continue;
-        break;
+      bool restDue = !restArmed && now >= restDueMs;
+      if (more || fds[0].revents || fds[2].revents || restDue || (pendingGaps_ > 0 && now >= nextGapDueMs_)) {
+        bool restHad = false;
+        more = ReadRound(bufs.data(), restHad);
+        // A fork or an exit never needs the reader at once: once the rest
+        // socket has had something, it is next drained within flushMs_ (or
+        // with the next exec), and only an idle reader waits on it.
+        restArmed = !restHad;
+        if (restHad) restDueMs = NowMs(CLOCK_MONOTONIC) + flushMs_;
       }
-      if (fds[1].revents) break;
-      if (fds[0].revents) ReadSocket(buf, sizeof buf);
       if (unnotified_ > 0 && (unnotified_ >= sh_->batchMax ||
                               NowMs(CLOCK_MONOTONIC) - firstUnnotifiedMs_ >= flushMs_)) {
         unnotified_ = 0;
@@ -439,55 +565,101 @@ class Connector : public Napi::ObjectWrap<Connector> {
     }
   }
 
-  // Receives up to kRoundMax messages, then completes them in a second pass:
-  // in a burst every exec gets its short-lived /proc entries read before any
-  // spends time on the ones that survive until the zombie is reaped.
-  void ReadSocket(char* buf, size_t cap) {
+  // Receives what the exec socket has (up to kRecvBatch, which bounds the
+  // open dirfds), then all the rest socket has, and handles both merged in
+  // time order. The rest socket's messages stamped after the exec socket was
+  // read wait for the next round: an exit must not overtake its own exec still
+  // queued there. The execs then complete in a second pass: in a burst every
+  // exec gets its short-lived /proc entries read before any spends time on
+  // the ones that survive until the zombie is reaped. Returns whether execs
+  // are left queued; restHad tells whether the rest socket had anything.
+  bool ReadRound(char* bufs, bool& restHad) {
+    std::vector<Msg>& round = msgs_;
+    round.clear();
+    size_t got = Receive(execSock_, bufs, kRecvBatch, round);
+    bool execsLeft = got == kRecvBatch;
+    uint64_t cutNs = execsLeft && !round.empty() ? round.back().ev.timestamp_ns : NowNs();
+    size_t nExec = round.size();
+    while (held_.size() < kHeldMax && Receive(restSock_, bufs, kRecvBatch, held_) == kRecvBatch) continue;
+    restHad = !held_.empty();
+    size_t keep = 0;
+    for (size_t i = 0; i < held_.size(); ++i) {
+      if (held_[i].ev.timestamp_ns <= cutNs) round.push_back(held_[i]);
+      else held_[keep++] = held_[i];
+    }
+    held_.resize(keep);
+    if (round.size() > nExec) {
+      std::stable_sort(round.begin(), round.end(),
+                       [](const Msg& a, const Msg& b) { return a.ev.timestamp_ns < b.ev.timestamp_ns; });
+    }
     clockOffsetMs_ = NowMs(CLOCK_REALTIME) - NowMs(CLOCK_MONOTONIC);
-    for (size_t i = 0; i < kRoundMax && !stopReq_.load(std::memory_order_relaxed); ++i) {
-      sockaddr_nl from{};
-      socklen_t fl = sizeof from;
-      ssize_t n = recvfrom(sock_, buf, cap, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &fl);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        // One ENOBUFS per overflow episode; the lost count comes from seq gaps.
-        if (errno == ENOBUFS) {
-          sh_->enobufs++;
-          continue;
-        }
-        break;
+    roundMs_ = NowMs(CLOCK_MONOTONIC);
+    for (const Msg& m : round) HandleMessage(m);
+    for (Pending& p : round_) {
+      if (p.e.type == EvType::Exec) ReadExecStable(p);
+      Push(std::move(p.e));
+    }
+    round_.clear();
+    if (pendingGaps_ > 0 && roundMs_ >= nextGapDueMs_) ConfirmGaps();
+    return execsLeft;
+  }
+
+  // Appends up to max messages from sock; returns how many datagrams it read.
+  size_t Receive(int sock, char* bufs, unsigned max, std::vector<Msg>& out) {
+    mmsghdr msgs[kRecvBatch];
+    iovec iov[kRecvBatch];
+    sockaddr_nl from[kRecvBatch];
+    for (unsigned i = 0; i < max; ++i) {
+      iov[i] = {bufs + i * kMsgBytes, kMsgBytes};
+      msgs[i] = {};
+      msgs[i].msg_hdr.msg_name = &from[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n;
+    for (;;) {
+      n = recvmmsg(sock, msgs, max, MSG_DONTWAIT, nullptr);
+      if (n >= 0) break;
+      if (errno == EINTR) continue;
+      // One ENOBUFS per overflow episode; the lost count comes from seq gaps.
+      if (errno == ENOBUFS) {
+        sh_->enobufs++;
+        lossEpoch_++;
+        continue;
       }
-      if (from.nl_pid != 0) continue;  // only the kernel may speak here
-      int len = static_cast<int>(n);
-      for (auto* nh = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(nh, len); nh = NLMSG_NEXT(nh, len)) {
+      return 0;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (from[i].nl_pid != 0) continue;  // only the kernel may speak here
+      int len = static_cast<int>(msgs[i].msg_len);
+      for (auto* nh = reinterpret_cast<nlmsghdr*>(iov[i].iov_base); NLMSG_OK(nh, len); nh = NLMSG_NEXT(nh, len)) {
         if (nh->nlmsg_type == NLMSG_ERROR || nh->nlmsg_type == NLMSG_NOOP) continue;
         if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(cn_msg))) continue;
         const auto* cn = static_cast<const cn_msg*>(NLMSG_DATA(nh));
         if (cn->id.idx != CN_IDX_PROC || cn->id.val != CN_VAL_PROC) continue;
         if (NLMSG_LENGTH(sizeof(cn_msg) + cn->len) > nh->nlmsg_len) continue;
-        HandleMessage(cn);
+        Msg& m = out.emplace_back();
+        m.seq = cn->seq;
+        m.ack = cn->ack;
+        m.len = std::min<uint32_t>(cn->len, sizeof m.ev);
+        memcpy(&m.ev, cn->data, m.len);
       }
     }
-    for (Pending& p : round_) {
-      if (p.e.type == EvType::Exec) ReadExecStable(p);
-      else if (p.e.type == EvType::Exit) procs_.erase(p.e.pid);
-      Push(std::move(p.e));
-    }
-    round_.clear();
+    return static_cast<size_t>(n);
   }
 
-  void HandleMessage(const cn_msg* cn) {
+  void HandleMessage(const Msg& m) {
     constexpr size_t hdr = offsetof(proc_event, event_data);
-    if (cn->len < hdr + sizeof(uint32_t)) return;
-    proc_event ev{};
-    memcpy(&ev, cn->data, std::min<size_t>(cn->len, sizeof ev));
+    if (m.len < hdr + sizeof(uint32_t)) return;
+    const proc_event& ev = m.ev;
 
     if (ev.what == proc_event::PROC_EVENT_NONE) {
       // Older kernels echo our seq with cpu = -1; newer ones (6.18 here) give
       // the ack a per-CPU number like any event, so it counts for gap
       // tracking. Either way only the ack field identifies our request.
-      if (ev.cpu != UINT32_MAX) TrackSeq(ev.cpu, cn->seq);
-      if (cn->ack == listenAck_ + 1) {
+      if (ev.cpu != UINT32_MAX) TrackSeq(ev.cpu, m.seq);
+      if (m.ack == listenAck_ + 1) {
         std::lock_guard<std::mutex> lk(ackMu_);
         ackSeen_ = true;
         ackErr_ = ev.event_data.ack.err;
@@ -496,12 +668,12 @@ class Connector : public Napi::ObjectWrap<Connector> {
       return;
     }
     // Every event type consumes a per-CPU sequence number, so track all of them.
-    TrackSeq(ev.cpu, cn->seq);
+    TrackSeq(ev.cpu, m.seq);
     double ts = static_cast<double>(ev.timestamp_ns) / 1e6 + clockOffsetMs_;
 
     switch (ev.what) {
       case proc_event::PROC_EVENT_FORK: {
-        if (cn->len < hdr + sizeof(ev.event_data.fork)) return;
+        if (m.len < hdr + sizeof(ev.event_data.fork)) return;
         const auto& f = ev.event_data.fork;
         if (f.child_pid != f.child_tgid) return;  // thread
         OnFork(f.parent_tgid, f.child_tgid);
@@ -511,17 +683,31 @@ class Connector : public Napi::ObjectWrap<Connector> {
         return;
       }
       case proc_event::PROC_EVENT_EXEC: {
-        if (cn->len < hdr + sizeof(ev.event_data.exec)) return;
+        if (m.len < hdr + sizeof(ev.event_data.exec)) return;
         Pending& p = NewPending(EvType::Exec, ts);
         p.e.pid = ev.event_data.exec.process_tgid;
         p.tsNs = ev.timestamp_ns;
         ReadExecVolatile(p);
         return;
       }
+      case proc_event::PROC_EVENT_UID: {
+        if (m.len < hdr + sizeof(ev.event_data.id)) return;
+        const auto& id = ev.event_data.id;
+        auto it = procs_.find(id.process_tgid);
+        if (it == procs_.end()) return;  // not tracked: its children's uid is read at their exec
+        ProcEntry& pe = Current(it->second);
+        // /proc/<pid>/status shows the main thread's; a thread that changed
+        // alone (a raw setuid syscall) makes it unknown rather than wrong.
+        if (id.process_pid == id.process_tgid) pe.uid = id.r.ruid;
+        else if (pe.uid != static_cast<int64_t>(id.r.ruid)) pe.uid = -1;
+        return;
+      }
       case proc_event::PROC_EVENT_EXIT: {
-        if (cn->len < hdr + 4 * sizeof(uint32_t)) return;
+        if (m.len < hdr + 4 * sizeof(uint32_t)) return;
         const auto& x = ev.event_data.exit;
         if (x.process_pid != x.process_tgid) return;  // thread
+        // In stream order: a fork later in this round may already reuse the pid.
+        procs_.erase(x.process_tgid);
         Event& e = NewPending(EvType::Exit, ts).e;
         e.pid = x.process_tgid;
         // exit_code is a wait(2) status.
@@ -539,6 +725,10 @@ class Connector : public Napi::ObjectWrap<Connector> {
     }
   }
 
+  // A gap in a CPU's sequence numbers is a loss only once it stays open past
+  // its due time: messages of the other socket (or, on older kernels, of one
+  // CPU) can arrive after later ones. Kernel-side losses come with ENOBUFS,
+  // which distrusts the tracked facts at once.
   void TrackSeq(uint32_t cpu, uint32_t seq) {
     if (cpu >= kMaxCpus) return;
     if (cpu >= seqs_.size()) seqs_.resize(cpu + 1);
@@ -551,20 +741,78 @@ class Connector : public Napi::ObjectWrap<Connector> {
     auto d = static_cast<int32_t>(seq - s.next);
     if (d >= 0) {
       if (d > 0) {
-        sh_->kernelLost += static_cast<uint64_t>(d);
-        s.outstanding += static_cast<uint64_t>(d);
+        if (s.gaps.size() >= kMaxGaps) Confirm(s.gaps.front(), s, 0);
+        double due = roundMs_ + 2 * flushMs_ + kGapGraceMs;
+        s.gaps.push_back({s.next, seq, due});
+        if (pendingGaps_++ == 0 || due < nextGapDueMs_) nextGapDueMs_ = due;
       }
       s.next = seq + 1;
-    } else if (s.outstanding > 0) {
-      // The kernel takes the number with preemption disabled but sends after
-      // re-enabling it, so messages of one CPU can arrive slightly out of order.
-      s.outstanding--;
-      sh_->kernelLost--;
+      return;
+    }
+    for (size_t i = 0; i < s.gaps.size(); ++i) {
+      Gap& g = s.gaps[i];
+      if (seq - g.from >= g.to - g.from) continue;
+      if (seq == g.from) g.from++;
+      else if (seq == g.to - 1) g.to--;
+      else {
+        Gap tail{seq + 1, g.to, g.dueMs};
+        g.to = seq;
+        s.gaps.insert(s.gaps.begin() + static_cast<std::ptrdiff_t>(i) + 1, tail);
+        pendingGaps_++;
+        return;
+      }
+      if (g.from == g.to) {
+        s.gaps.erase(s.gaps.begin() + static_cast<std::ptrdiff_t>(i));
+        pendingGaps_--;
+      }
+      return;
     }
   }
 
+  void ConfirmGaps() {
+    nextGapDueMs_ = INFINITY;
+    for (SeqState& s : seqs_) {
+      for (size_t i = 0; i < s.gaps.size();) {
+        if (s.gaps[i].dueMs <= roundMs_) {
+          Confirm(s.gaps[i], s, i);
+        } else {
+          nextGapDueMs_ = std::min(nextGapDueMs_, s.gaps[i].dueMs);
+          ++i;
+        }
+      }
+    }
+  }
+
+  // Counts gap i of s as lost and removes it.
+  void Confirm(const Gap& g, SeqState& s, size_t i) {
+    sh_->kernelLost += g.to - g.from;
+    lossEpoch_++;
+    s.gaps.erase(s.gaps.begin() + static_cast<std::ptrdiff_t>(i));
+    pendingGaps_--;
+  }
+
+  // The entry for pid, created (as a process the stream has not told of) when
+  // missing, and stripped of what it knew before a loss.
+  ProcEntry& Entry(int32_t pid) {
+    auto r = procs_.try_emplace(pid);
+    if (r.second) {
+      r.first->second.gen = ++gen_;
+      r.first->second.epoch = lossEpoch_;
+    }
+    return Current(r.first->second);
+  }
+
+  ProcEntry& Current(ProcEntry& pe) {
+    if (pe.epoch != lossEpoch_) {
+      pe.epoch = lossEpoch_;
+      pe.uid = -1;
+      pe.cgTrusted = pe.cgRead = false;
+    }
+    return pe;
+  }
+
   void OnFork(int32_t parent, int32_t child) {
-    ProcEntry& pe = procs_[parent];
+    ProcEntry& pe = Entry(parent);
     if (!pe.cgRead) {
       // What the parent inherited may be stale (runc init joins the container
       // after its own fork), so read it once while it is surely alive.
@@ -572,15 +820,19 @@ class Connector : public Napi::ObjectWrap<Connector> {
       if (dfd >= 0) {
         std::string id;
         if (ReadContainerId(dfd, id)) {
-          pe.cgKnown = pe.cgRead = true;
+          pe.cgKnown = pe.cgTrusted = pe.cgRead = true;
           pe.containerId = std::move(id);
         }
         close(dfd);
       }
     }
     ProcEntry ce;
+    ce.gen = ++gen_;
+    ce.epoch = lossEpoch_;
     ce.ppid = parent;
+    ce.uid = pe.uid;
     ce.cgKnown = pe.cgKnown;
+    ce.cgTrusted = pe.cgRead;
     ce.containerId = pe.containerId;
     procs_[child] = std::move(ce);  // pid reuse: overwrite
   }
@@ -593,16 +845,20 @@ class Connector : public Napi::ObjectWrap<Connector> {
     return p;
   }
 
-  // What disappears when the process exits: the mm (exe, cmdline), open files
-  // and cwd.
+  // What disappears when the process exits: the mm (exe, cmdline), open files,
+  // cwd and, on cgroup v1, the cgroup. Only what the event needs is read.
   void ReadExecVolatile(Pending& p) {
     Event& e = p.e;
+    ProcEntry& known = Entry(e.pid);
+    p.gen = known.gen;
+    p.knownPpid = known.ppid;
+    p.knownUid = known.uid;
+    p.knownCg = known.cgKnown;
+    p.knownId = known.containerId;
     p.dfd = OpenProcDir(e.pid);  // pins this process: a reused pid gets ESRCH
     if (p.dfd < 0) return;
     int dfd = p.dfd;
     bool exeOk = ReadLinkAt(dfd, "exe", e.exe);
-    char cmd[kMaxArgBytes + 1];
-    ssize_t cn = ReadAt(dfd, "cmdline", cmd, sizeof cmd);
     if (exeOk) {
       static const char kDeleted[] = " (deleted)";
       constexpr size_t dl = sizeof kDeleted - 1;
@@ -612,6 +868,40 @@ class Connector : public Napi::ObjectWrap<Connector> {
       }
       if (e.exe.compare(0, 7, "/memfd:") == 0) e.exeDeleted = true;
     }
+    // A child's cgroup does not change at exec: one of a container process is
+    // that container's. A host process's child may be runc's, which moves into
+    // the container between fork and exec, so it is read. On cgroup v1 an
+    // exiting task reads as being in "/", hence read with the mm.
+    bool inContainer = known.cgTrusted && !known.containerId.empty();
+    if (!inContainer) {
+      p.cgOk = ReadContainerId(dfd, p.cgId);
+      inContainer = (p.cgOk && !p.cgId.empty()) || (known.cgKnown && !known.containerId.empty());
+    }
+    // The mm is gone, so the process is exiting and its files and folder
+    // with it: what stays is stat, until the zombie is reaped.
+    if (!exeOk) {
+      ReadStat(p);
+      return;
+    }
+    // Host processes feed only the docker CLI tracking and ancestry (exe).
+    if (!inContainer && !IsDockerCli(e.exe, "")) {
+      e.resolved = true;
+      return;
+    }
+    e.resolved = ReadCmdline(p);
+    if (!inContainer) return;
+    std::string fd;
+    e.stdioSocket = (ReadLinkAt(dfd, "fd/0", fd) && fd.compare(0, 7, "socket:") == 0) ||
+                    (ReadLinkAt(dfd, "fd/1", fd) && fd.compare(0, 7, "socket:") == 0);
+    e.hasCwd = ReadLinkAt(dfd, "cwd", e.cwd);
+  }
+
+  // Returns false when the mm was already gone.
+  bool ReadCmdline(Pending& p) {
+    Event& e = p.e;
+    p.cmdlineRead = true;
+    char cmd[kMaxArgBytes + 1];
+    ssize_t cn = ReadAt(p.dfd, "cmdline", cmd, sizeof cmd);
     if (cn > 0) {
       size_t len = static_cast<size_t>(cn);
       if (len > kMaxArgBytes) {
@@ -629,64 +919,75 @@ class Connector : public Napi::ObjectWrap<Connector> {
         e.args.emplace_back(cmd + i, end - i);
         i = end + 1;
       }
+      return true;
     }
-    // On cgroup v1 hierarchies an exiting task (PF_EXITING) reads as being in
-    // "/", so the cgroup is as volatile as the mm: a `docker exec`'d command
-    // that exits at once would otherwise fall back to its fork-time cgroup,
-    // which is runc's on the host.
-    p.cgOk = ReadContainerId(dfd, e.containerId);
     // An empty cmdline means either argv was empty (legal, e.g. pwnkit) or
     // the mm is already gone; a second exe read tells the two apart.
     std::string again;
-    e.resolved = exeOk && (cn > 0 || (cn == 0 && ReadLinkAt(dfd, "exe", again)));
-    std::string fd;
-    e.stdioSocket = (ReadLinkAt(dfd, "fd/0", fd) && fd.compare(0, 7, "socket:") == 0) ||
-                    (ReadLinkAt(dfd, "fd/1", fd) && fd.compare(0, 7, "socket:") == 0);
-    e.hasCwd = ReadLinkAt(dfd, "cwd", e.cwd);
+    return cn == 0 && ReadLinkAt(p.dfd, "exe", again);
   }
 
-  // What stays readable until the zombie is reaped, then the fork-time
-  // fallbacks for whatever could not be read.
+  // What stays readable until the zombie is reaped, then the stream's facts
+  // for whatever could not be read.
   void ReadExecStable(Pending& p) {
     Event& e = p.e;
-    ProcEntry& known = procs_[e.pid];
-    bool cgOk = false;
+    bool valid = false;
     if (p.dfd >= 0) {
       int dfd = p.dfd;
-      char st[1024];
-      ssize_t sn = ReadAt(dfd, "stat", st, sizeof st - 1);
-      if (sn > 0 && ParseStat(st, static_cast<size_t>(sn), e, p.tsNs)) {
-        char status[4096];
-        ssize_t n = ReadAt(dfd, "status", status, sizeof status - 1);
-        if (n > 0) {
-          status[n] = '\0';
-          const char* u = strstr(status, "\nUid:");
-          if (u) sscanf(u + 5, "%u %u", &e.uid, &e.euid);
-        }
-        cgOk = p.cgOk;
-        // Only host processes need it (who ran the docker CLI); every /proc
-        // file opened costs a proc inode, the bulk of the reader's CPU.
-        char lu[16];
-        ssize_t ln = e.containerId.empty() ? ReadAt(dfd, "loginuid", lu, sizeof lu - 1) : -1;
-        if (ln > 0) {
-          lu[ln] = '\0';
-          e.loginuid = strtoll(lu, nullptr, 10);
+      valid = p.statRead == 0 ? ReadStat(p) : p.statRead > 0;
+      if (valid) {
+        bool container = (p.cgOk && !p.cgId.empty()) || (p.knownCg && !p.knownId.empty());
+        if (p.knownUid < 0) e.uid = ReadUid(dfd);
+        // Who ran the docker CLI: also through sudo (loginuid survives it).
+        if (!container && IsDockerCli(e.exe, e.comm)) {
+          if (!p.cmdlineRead) e.resolved = ReadCmdline(p) && e.resolved;
+          char lu[16];
+          ssize_t ln = ReadAt(dfd, "loginuid", lu, sizeof lu - 1);
+          if (ln > 0) {
+            lu[ln] = '\0';
+            e.loginuid = strtoll(lu, nullptr, 10);
+          }
         }
       }
       close(dfd);
       p.dfd = -1;
     }
     if (!e.resolved) sh_->unresolved++;
+    if (e.uid < 0) e.uid = p.knownUid;
     // An exiting task can already read as being in the root cgroup: that must
     // not demote a process whose parent was in a container.
-    if (known.cgKnown && (!cgOk || (e.containerId.empty() && !known.containerId.empty()))) {
-      e.containerId = known.containerId;
-    } else if (cgOk) {
-      known.cgKnown = known.cgRead = true;
+    bool cgOk = valid && p.cgOk;
+    if (cgOk && (!p.cgId.empty() || !p.knownCg || p.knownId.empty())) e.containerId = p.cgId;
+    else if (p.knownCg) e.containerId = p.knownId;
+    if (e.ppid == 0) e.ppid = p.knownPpid;
+    auto it = procs_.find(e.pid);
+    if (it == procs_.end() || it->second.gen != p.gen) return;  // exited, or the pid was reused, in this round
+    ProcEntry& known = Current(it->second);
+    if (cgOk) {
+      known.cgKnown = known.cgTrusted = known.cgRead = true;
       known.containerId = e.containerId;
     }
-    if (e.ppid == 0) e.ppid = known.ppid;
+    if (known.uid < 0 && valid) known.uid = e.uid;
     if (e.ppid != 0) known.ppid = e.ppid;
+  }
+
+  // Reads /proc/<pid>/stat once; false when unreadable or another process's.
+  bool ReadStat(Pending& p) {
+    char st[1024];
+    ssize_t sn = ReadAt(p.dfd, "stat", st, sizeof st - 1);
+    bool valid = sn > 0 && ParseStat(st, static_cast<size_t>(sn), p.e, p.tsNs);
+    p.statRead = valid ? 1 : -1;
+    return valid;
+  }
+
+  static int64_t ReadUid(int dfd) {
+    char status[4096];
+    ssize_t n = ReadAt(dfd, "status", status, sizeof status - 1);
+    if (n <= 0) return -1;
+    status[n] = '\0';
+    const char* u = strstr(status, "\nUid:");
+    unsigned ruid;
+    return u && sscanf(u + 5, "%u", &ruid) == 1 ? static_cast<int64_t>(ruid) : -1;
   }
 
   // Fills comm, ppid and tty from /proc/<pid>/stat. Returns false when the pid
@@ -719,7 +1020,6 @@ class Connector : public Napi::ObjectWrap<Connector> {
         e.exe.clear();
         e.args.clear();
         e.cwd.clear();
-        e.containerId.clear();
         e.exeDeleted = e.argsTruncated = e.stdioSocket = e.hasCwd = false;
         e.resolved = false;
         return false;
@@ -784,95 +1084,60 @@ class Connector : public Napi::ObjectWrap<Connector> {
     if (more) Post(sh);
     if (batch.empty()) return;
     Napi::HandleScope scope(env);
-    Napi::Array arr = Napi::Array::New(env, batch.size());
-    std::vector<napi_value> keys = KeyValues(env);
-    for (size_t i = 0; i < batch.size(); ++i) arr.Set(static_cast<uint32_t>(i), ToJs(env, keys, batch[i]));
+    Napi::Float64Array nums = Napi::Float64Array::New(env, batch.size() * kSlots);
+    size_t nstr = 0;
+    for (const Event& e : batch)
+      if (e.type == EvType::Exec) nstr += 4 + e.args.size();
+    Napi::Array strs = Napi::Array::New(env, nstr);
+    // Execs in a batch mostly share a container, a program, a folder: one JS
+    // string each (less to allocate and collect).
+    struct Last {
+      const std::string* s = nullptr;
+      napi_value v = nullptr;
+    } last[4];
+    uint32_t si = 0;
+    auto str = [&](const std::string& s, Last* l) {
+      if (!l) {
+        strs.Set(si++, Napi::String::New(env, s));
+        return;
+      }
+      if (!l->s || *l->s != s) *l = {&s, Napi::String::New(env, s)};
+      strs.Set(si++, l->v);
+    };
+    double* d = nums.Data();
+    for (const Event& e : batch) {
+      d[kSlotType] = static_cast<double>(e.type);
+      d[kSlotTs] = e.ts;
+      d[kSlotPid] = e.pid;
+      d[kSlotPpid] = e.ppid;
+      d[kSlotUid] = static_cast<double>(e.uid);
+      d[kSlotLoginuid] = static_cast<double>(e.loginuid);
+      d[kSlotTty] = e.tty;
+      d[kSlotExitCode] = e.exitCode;
+      d[kSlotSignal] = e.signal;
+      d[kSlotFlags] = (e.exeDeleted ? kFlagExeDeleted : 0) | (e.argsTruncated ? kFlagArgsTruncated : 0) |
+                      (e.stdioSocket ? kFlagStdioSocket : 0) | (e.resolved ? kFlagResolved : 0) |
+                      (e.hasCwd ? kFlagHasCwd : 0);
+      d[kSlotArgc] = static_cast<double>(e.args.size());
+      d += kSlots;
+      if (e.type != EvType::Exec) continue;
+      str(e.exe, &last[0]);
+      str(e.comm, &last[1]);
+      str(e.cwd, &last[2]);
+      str(e.containerId, &last[3]);
+      for (const std::string& a : e.args) str(a, nullptr);
+    }
     sh->delivered += batch.size();
     try {
-      cb.Call({arr});
+      cb.Call({nums, strs});
     } catch (const Napi::Error& err) {
       err.ThrowAsJavaScriptException();  // surfaces as an uncaught exception
     }
   }
 
-  // Property names are created once per env: building ~17 properties per
-  // exec from C strings dominated the JS-thread cost.
-  enum Key { kType, kTs, kParentPid, kChildPid, kPid, kPpid, kUid, kEuid, kLoginuid, kExe, kExeDeleted,
-             kArgs, kArgsTruncated, kComm, kCwd, kTty, kStdioSocket, kContainerId, kResolved, kExitCode,
-             kSignal, kFork, kExec, kExit, kKeyCount };
-
-  // Node 20's N-API can only reference objects, so the names live in an array.
-  struct Keys {
-    Napi::Reference<Napi::Array> names;
-  };
-
-  static std::vector<napi_value> KeyValues(Napi::Env env) {
-    static const char* const names[kKeyCount] = {
-        "type", "ts", "parentPid", "childPid", "pid", "ppid", "uid", "euid", "loginuid", "exe", "exeDeleted",
-        "args", "argsTruncated", "comm", "cwd", "tty", "stdioSocket", "containerId", "resolved", "exitCode",
-        "signal", "fork", "exec", "exit"};
-    Keys* keys = env.GetInstanceData<Keys>();
-    if (!keys) {
-      Napi::Array arr = Napi::Array::New(env, kKeyCount);
-      for (uint32_t i = 0; i < kKeyCount; ++i) arr.Set(i, Napi::String::New(env, names[i]));
-      keys = new Keys{Napi::Persistent(arr)};
-      env.SetInstanceData<Keys>(keys);
-    }
-    Napi::Array arr = keys->names.Value();
-    std::vector<napi_value> v(kKeyCount);
-    for (uint32_t i = 0; i < kKeyCount; ++i) v[i] = arr.Get(i);
-    return v;
-  }
-
-  static Napi::Object ToJs(Napi::Env env, const std::vector<napi_value>& k, const Event& e) {
-    Napi::Object o = Napi::Object::New(env);
-    auto set = [&](Key key, napi_value v) { o.Set(k[key], v); };
-    auto num = [&](Key key, double v) { set(key, Napi::Number::New(env, v)); };
-    auto str = [&](Key key, const std::string& v) { set(key, Napi::String::New(env, v)); };
-    auto boo = [&](Key key, bool v) { set(key, Napi::Boolean::New(env, v)); };
-    switch (e.type) {
-      case EvType::Fork:
-        set(kType, k[kFork]);
-        num(kTs, e.ts);
-        num(kParentPid, e.ppid);
-        num(kChildPid, e.pid);
-        break;
-      case EvType::Exec: {
-        set(kType, k[kExec]);
-        num(kTs, e.ts);
-        num(kPid, e.pid);
-        num(kPpid, e.ppid);
-        num(kUid, e.uid);
-        num(kEuid, e.euid);
-        if (e.loginuid >= 0) num(kLoginuid, static_cast<double>(e.loginuid));
-        str(kExe, e.exe);
-        boo(kExeDeleted, e.exeDeleted);
-        Napi::Array args = Napi::Array::New(env, e.args.size());
-        for (size_t i = 0; i < e.args.size(); ++i) args.Set(static_cast<uint32_t>(i), Napi::String::New(env, e.args[i]));
-        set(kArgs, args);
-        boo(kArgsTruncated, e.argsTruncated);
-        str(kComm, e.comm);
-        if (e.hasCwd) str(kCwd, e.cwd);
-        num(kTty, e.tty);
-        boo(kStdioSocket, e.stdioSocket);
-        str(kContainerId, e.containerId);
-        boo(kResolved, e.resolved);
-        break;
-      }
-      case EvType::Exit:
-        set(kType, k[kExit]);
-        num(kTs, e.ts);
-        num(kPid, e.pid);
-        num(kExitCode, e.exitCode);
-        if (e.signal) num(kSignal, e.signal);
-        break;
-    }
-    return o;
-  }
-
   // config
   int rcvbufReq_ = 16 * 1024 * 1024;
-  double flushMs_ = 10;
+  double flushMs_ = 20;
   bool realtime_ = true;
   Napi::FunctionReference callback_;
   std::shared_ptr<Shared> sh_;
@@ -880,7 +1145,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
   // run state (JS thread)
   bool running_ = false;
   bool hookRegistered_ = false;
-  int sock_ = -1, wakeFd_ = -1;
+  int execSock_ = -1, restSock_ = -1, wakeFd_ = -1;
   std::thread thread_;
   std::atomic<bool> stopReq_{false};
 
@@ -895,6 +1160,13 @@ class Connector : public Napi::ObjectWrap<Connector> {
   std::vector<SeqState> seqs_;
   std::unordered_map<int32_t, ProcEntry> procs_;
   std::vector<Pending> round_;
+  std::vector<Msg> msgs_;  // this round's messages
+  std::vector<Msg> held_;  // rest-socket messages stamped after the exec socket was read
+  size_t pendingGaps_ = 0;
+  double nextGapDueMs_ = INFINITY;
+  double roundMs_ = 0;
+  uint64_t gen_ = 0;
+  uint32_t lossEpoch_ = 1;
   double clockOffsetMs_ = 0;
   size_t unnotified_ = 0;
   double firstUnnotifiedMs_ = 0;
