@@ -33,19 +33,21 @@ describe('baseline detections fired by real actions in a real container', () => 
     await expectDetection(t, id, 'baseline.shell_from_server', 'T1059.004', (r) => r.message.includes('parent httpd'));
 
     // nc -e wires sh to a loopback socket: the nc line itself and the shell with a socket as stdio.
-    await run(id, '(/bin/nc -l -p 4444 -e /bin/sh &) ; sleep 0.3; echo exit | /bin/nc 127.0.0.1 4444');
+    // The shell lives a moment, as a real one would: one that exits within microseconds can be gone before its
+    // stdio is read (an unresolved exec), and then nothing says it had a socket.
+    await run(id, "(/bin/nc -l -p 4444 -e /bin/sh &) ; sleep 0.3; echo 'sleep 1; exit' | /bin/nc 127.0.0.1 4444");
     await expectDetection(t, id, 'baseline.netcat_exec', 'T1059');
     await expectDetection(t, id, 'baseline.reverse_shell', 'T1059.004');
 
-    await run(id, 'cp /bin/busybox /tmp/bb && /tmp/bb true');
+    await run(id, 'cp /bin/busybox /tmp/bb && /tmp/bb sleep 1');
     await expectDetection(t, id, 'baseline.drift_exec', 'T1105', (r) => r.message.includes('/tmp/bb'));
     await expectDetection(t, id, 'baseline.exec_from_temp', 'T1059', (r) => r.message.includes('/tmp/bb'));
 
     await run(id, '/bin/dpkg -i /tmp/none.deb');
     await expectDetection(t, id, 'baseline.package_manager', 'T1105');
-    await dockerExec(id, ['sh', '-c', ': stratum+tcp://127.0.0.1:3333']);
+    await dockerExec(id, ['sh', '-c', ': stratum+tcp://127.0.0.1:3333; sleep 1']);
     await expectDetection(t, id, 'baseline.crypto_miner', 'T1496');
-    await run(id, '/bin/find /root -name id_rsa');
+    await run(id, '/bin/find / -xdev -name id_rsa');
     await expectDetection(t, id, 'baseline.credential_search', 'T1552.001');
     await dockerExec(id, ['sh', '-c', 'echo dHJ1ZQo= | /bin/base64 -d | /bin/sh']);
     await expectDetection(t, id, 'baseline.base64_to_shell', 'T1140');
