@@ -25,6 +25,7 @@ export const DEFAULT_GENERALISE_RULE: GeneraliseRule = Object.freeze({ minSiblin
 export const ACTIVITY_RULES: ReadonlySet<string> = new Set([
   'process.not_allowed',
   'process.drift',
+  'process.unresolved',
   'file.write_not_allowed',
   'network.listen_not_allowed',
   'network.connect_not_allowed',
