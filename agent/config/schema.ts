@@ -74,6 +74,8 @@ export const configSchema = obj({
       ancestors: z.number().int().min(0).max(32).default(5),
       /** Run the reader thread SCHED_FIFO (needs CAP_SYS_NICE) so short-lived processes are read before they exit. */
       realtime: z.boolean().default(true),
+      /** Read each exec's /proc entries on a thread pinned to the CPU it ran on, before a short-lived program exits. */
+      perCpuReaders: z.boolean().default(true),
       procfsIntervalMs: positiveInt.default(500),
       /** Record host-side `docker` CLI runs to name the host user behind `docker exec`. */
       trackDockerCli: z.boolean().default(true),

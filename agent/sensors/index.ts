@@ -29,6 +29,7 @@ export const sensorFactories = {
       source: p.source,
       ancestors: p.ancestors,
       realtime: p.realtime,
+      perCpuReaders: p.perCpuReaders,
       procfsIntervalMs: p.procfsIntervalMs,
       trackDockerCli: p.trackDockerCli,
       dockerClients: deps.dockerClients,

@@ -14,6 +14,7 @@ export interface ProcessSensorOptions {
   source: 'auto' | 'connector' | 'procfs';
   ancestors: number;
   realtime: boolean;
+  perCpuReaders: boolean;
   procfsIntervalMs: number;
   trackDockerCli: boolean;
   /** Where host-side `docker` CLI runs go, for naming the host user behind admin actions. */
@@ -106,7 +107,14 @@ export class ProcessSensor implements Sensor {
       lostReported: this.counts.lostReported,
     };
     if (s)
-      Object.assign(details, { kernelLost: s.kernelLost, queueDrops: s.queueDrops, enobufs: s.enobufs, rcvbufBytes: s.rcvbufBytes, schedFifo: s.schedFifo });
+      Object.assign(details, {
+        kernelLost: s.kernelLost,
+        queueDrops: s.queueDrops,
+        enobufs: s.enobufs,
+        rcvbufBytes: s.rcvbufBytes,
+        schedFifo: s.schedFifo,
+        perCpuReaders: s.perCpuReaders,
+      });
     const warning = this.unresolvedWarning();
     if (warning) details.warning = warning;
     const lastError =
@@ -124,7 +132,7 @@ export class ProcessSensor implements Sensor {
     const avail = loadProcConnector();
     try {
       if (!avail.available) throw Object.assign(new Error(avail.reason), { code: 'EUNAVAILABLE' });
-      const connector = new ProcConnector({ realtime: this.opts.realtime }, (batch) => this.onBatch(batch));
+      const connector = new ProcConnector({ realtime: this.opts.realtime, perCpuReaders: this.opts.perCpuReaders }, (batch) => this.onBatch(batch));
       connector.start();
       this.connector = connector;
       this.mode = 'connector';

@@ -14,6 +14,16 @@
 // read again. The next biggest cost was waking up for every fork, exec and
 // exit, so execs come on a socket of their own and everything else on a
 // second one that is drained whenever the reader is up anyway.
+//
+// Short-lived execs: a program like /usr/bin/true exits within a millisecond
+// of its exec event. A reader woken on another CPU than the exec's loses that
+// race whenever that CPU sleeps (in a VM, waking a halted vCPU took long
+// enough to lose 5-15% of a storm's execs here). So one small thread per CPU,
+// pinned there and SCHED_FIFO, gets that CPU's execs (a socket filter on the
+// event's cpu) and reads their short-lived /proc entries at once: it wakes on
+// the CPU the new program runs on and preempts it, so the program cannot exit
+// before it is read. The reader thread then only keeps the books, in stream
+// order, every few milliseconds.
 
 #include <napi.h>
 #include <uv.h>
@@ -29,6 +39,7 @@
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +54,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -63,6 +75,11 @@ constexpr int kFifoPriority = 1;  // lowest RT priority already preempts every C
 constexpr uint32_t kMaxCpus = 8192;
 constexpr size_t kMaxGaps = 64;         // open sequence gaps per CPU; beyond, the oldest counts as lost
 constexpr double kGapGraceMs = 100;     // on top of twice the flush interval
+constexpr int kCatcherRcvbuf = 1 << 20;  // a per-CPU exec socket; its overflow only means a late read
+constexpr size_t kCaughtMax = 4096;      // execs one per-CPU thread has read for the reader (each holds a dirfd)
+constexpr uint64_t kCaughtStaleNs = 2000000000ull;  // not claimed by the reader within this: its message was lost
+constexpr double kCaughtWaitMs = 50;     // longest the reader waits for a per-CPU thread behind on its reads
+constexpr int kCatcherPriority = kFifoPriority + 1;  // preempts the reader too: its reads race the process's exit
 
 enum class EvType : uint8_t { Fork, Exec, Exit };
 
@@ -233,6 +250,19 @@ sock_filter kRestFilter[] = {
     BPF_STMT(BPF_RET | BPF_K, 0),
 };
 
+// Execs that ran on one CPU: the per-CPU threads' sockets.
+constexpr uint32_t kCpuOffset = NLMSG_HDRLEN + sizeof(cn_msg) + offsetof(proc_event, cpu);
+std::vector<sock_filter> CpuExecFilter(uint32_t cpu) {
+  return {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kWhatOffset),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, htonl(proc_event::PROC_EVENT_EXEC), 0, 3),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kCpuOffset),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, htonl(cpu), 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+      BPF_STMT(BPF_RET | BPF_K, 0),
+  };
+}
+
 // ------------------------------------------------------------------ connector
 
 class Connector : public Napi::ObjectWrap<Connector> {
@@ -265,6 +295,8 @@ class Connector : public Napi::ObjectWrap<Connector> {
     flushMs_ = num("flushIntervalMs", 20, 0, 1000);
     Napi::Value rt = o.Get("realtime");
     realtime_ = rt.IsUndefined() ? true : rt.ToBoolean().Value();
+    Napi::Value pc = o.Get("perCpuReaders");
+    perCpuReaders_ = pc.IsUndefined() ? true : pc.ToBoolean().Value();
     callback_ = Napi::Persistent(info[1].As<Napi::Function>());
   }
 
@@ -301,6 +333,26 @@ class Connector : public Napi::ObjectWrap<Connector> {
     std::string cgId;
     bool cmdlineRead = false;
     int statRead = 0;  // 1: read and this process's, -1: unreadable or a reused pid's
+    uint64_t argStart = 0, argEnd = 0;  // where argv lies in the process's memory, from stat
+    uint32_t cpu = 0;                   // where the exec ran
+    bool uidRead = false;               // a per-CPU thread read readUid, the stream not knowing it then
+    int64_t readUid = -1;
+  };
+  // What a per-CPU thread may know of a parent, so as not to read it again.
+  struct SharedFacts {
+    bool inContainer = false;  // its cgroup, read from itself, is a container's
+    bool uidKnown = false;     // the stream knows its real uid, hence its children's
+  };
+  using CaughtKey = std::pair<uint64_t, int32_t>;  // event timestamp_ns, pid
+  // A per-CPU exec reader. It never waits for a lock before its reads: a
+  // thread that sleeps gives the CPU back to the program it should preempt.
+  struct Catcher {
+    int cpu = -1;
+    int sock = -1;
+    std::thread thread;
+    std::mutex mu;
+    std::vector<Pending> out;         // read, for the reader to take (under mu)
+    std::atomic<uint64_t> doneNs{0};  // its CPU's execs stamped up to this were read or passed by
   };
   // Sequence numbers missing from one CPU's messages: lost, or still in the
   // other socket. Counted as lost once overdue.
@@ -363,6 +415,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     execSock_ = execSock;
     restSock_ = restSock;
     wakeFd_ = wake;
+    if (perCpuReaders_) OpenCatchers();
     stopReq_ = false;
     sh_->schedFifo = false;
     ackSeen_ = false;
@@ -381,6 +434,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     sh_->tsfn = Napi::ThreadSafeFunction::New(env, callback_.Value(), "proc_connector", 0, 1);
     running_ = true;
     thread_ = std::thread(&Connector::Run, this);
+    for (auto& c : catchers_) c->thread = std::thread(&Connector::CatchExecs, this, c.get());
 
     bool seen;
     uint32_t ackErr;
@@ -430,6 +484,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     n("enobufs", sh_->enobufs);
     n("rcvbufBytes", sh_->rcvbufBytes);
     o.Set("schedFifo", Napi::Boolean::New(env, sh_->schedFifo.load()));
+    o.Set("perCpuReaders", Napi::Number::New(env, static_cast<double>(catchers_.size())));
     n("unresolved", sh_->unresolved);
     {
       std::lock_guard<std::mutex> lk(sh_->mu);
@@ -454,6 +509,18 @@ class Connector : public Napi::ObjectWrap<Connector> {
     ssize_t w = write(wakeFd_, &one, sizeof one);
     (void)w;
     if (thread_.joinable()) thread_.join();
+    for (auto& c : catchers_) {
+      if (c->thread.joinable()) c->thread.join();
+      close(c->sock);
+      for (Pending& p : c->out)
+        if (p.dfd >= 0) close(p.dfd);
+    }
+    catchers_.clear();
+    catcherOfCpu_.clear();
+    for (auto& kv : caught_)
+      if (kv.second.dfd >= 0) close(kv.second.dfd);
+    caught_.clear();
+    sharedFacts_.clear();
     close(execSock_);
     close(restSock_);
     close(wakeFd_);
@@ -469,15 +536,16 @@ class Connector : public Napi::ObjectWrap<Connector> {
 
   // Returns the socket, or -1 with errno set and what naming the failed call.
   // The filter is attached before bind so that nothing unfiltered is queued.
-  int OpenSocket(const sock_fprog& filter, const char*& what) {
+  int OpenSocket(const sock_fprog& filter, const char*& what, int rcvbuf = 0) {
+    if (rcvbuf == 0) rcvbuf = rcvbufReq_;
     int sock = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
     if (sock < 0) {
       what = "socket";
       return -1;
     }
     // FORCE bypasses net.core.rmem_max (needs CAP_NET_ADMIN, which we need anyway).
-    if (setsockopt(sock, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbufReq_, sizeof rcvbufReq_) != 0)
-      setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcvbufReq_, sizeof rcvbufReq_);
+    if (setsockopt(sock, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) != 0)
+      setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     sockaddr_nl addr{};
     addr.nl_family = AF_NETLINK;
     addr.nl_groups = CN_IDX_PROC;
@@ -514,6 +582,101 @@ class Connector : public Napi::ObjectWrap<Connector> {
     }
   }
 
+  // One exec socket per CPU this process may run on. The reader leaves the
+  // execs to them (and wakes only every few ms) when every online CPU has one;
+  // otherwise it reads the others' as before.
+  void OpenCatchers() {
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    bool all = online > 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && cpu < static_cast<int>(kMaxCpus); ++cpu) {
+      if (!CPU_ISSET(cpu, &allowed)) continue;
+      std::vector<sock_filter> f = CpuExecFilter(static_cast<uint32_t>(cpu));
+      sock_fprog prog{static_cast<unsigned short>(f.size()), f.data()};
+      const char* what = "";
+      int sock = OpenSocket(prog, what, kCatcherRcvbuf);
+      if (sock < 0) {
+        all = false;
+        continue;
+      }
+      auto c = std::make_unique<Catcher>();
+      c->cpu = cpu;
+      c->sock = sock;
+      if (catcherOfCpu_.size() <= static_cast<size_t>(cpu)) catcherOfCpu_.resize(cpu + 1);
+      catcherOfCpu_[cpu] = c.get();
+      catchers_.push_back(std::move(c));
+    }
+    lazyExecs_ = all && static_cast<long>(catchers_.size()) >= online;
+  }
+
+  // A per-CPU thread: reads the short-lived /proc entries of the execs that
+  // ran on its CPU, for the reader to claim in stream order.
+  void CatchExecs(Catcher* c) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(c->cpu, &one);
+    pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    if (realtime_) {
+      sched_param sp{};
+      sp.sched_priority = kCatcherPriority;
+      pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+    }
+    char name[16];
+    snprintf(name, sizeof name, "rw-exec/%d", c->cpu);
+    pthread_setname_np(pthread_self(), name);
+    std::vector<char> bufs(kRecvBatch * kMsgBytes);
+    std::vector<Msg> msgs;
+    std::vector<Pending> reads;
+    pollfd fds[2] = {{c->sock, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+    while (!stopReq_.load(std::memory_order_relaxed)) {
+      int pr = poll(fds, 2, -1);
+      if (pr < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      if (fds[1].revents) break;
+      msgs.clear();
+      Receive(c->sock, bufs.data(), kRecvBatch, msgs, false);
+      reads.clear();
+      uint64_t lastNs = 0;
+      for (const Msg& m : msgs) {
+        lastNs = std::max<uint64_t>(lastNs, m.ev.timestamp_ns);
+        constexpr size_t hdr = offsetof(proc_event, event_data);
+        if (m.ev.what != proc_event::PROC_EVENT_EXEC || m.len < hdr + sizeof(m.ev.event_data.exec)) continue;
+        Pending& p = reads.emplace_back();
+        p.e.pid = m.ev.event_data.exec.process_tgid;
+        p.tsNs = m.ev.timestamp_ns;
+      }
+      for (Pending& p : reads) {
+        p.dfd = OpenProcDir(p.e.pid);
+        SharedFacts parent;
+        if (p.dfd >= 0 && ReadStat(p)) {
+          // Busy (the reader is updating it): read what it would have told instead of waiting.
+          std::unique_lock<std::mutex> lk(sharedMu_, std::try_to_lock);
+          if (lk.owns_lock()) {
+            auto it = sharedFacts_.find(p.e.ppid);
+            if (it != sharedFacts_.end()) parent = it->second;
+          }
+        }
+        ReadShortLived(p, parent.inContainer, false);
+        // The reader reads status later only when the stream cannot tell the uid; by then this one may be gone.
+        if (!parent.uidKnown && p.dfd >= 0 && p.statRead > 0) {
+          p.readUid = ReadUid(p.dfd);
+          p.uidRead = true;
+        }
+      }
+      {
+        std::lock_guard<std::mutex> lk(c->mu);
+        for (Pending& p : reads) {
+          if (c->out.size() < kCaughtMax) c->out.push_back(std::move(p));
+          else if (p.dfd >= 0) close(p.dfd);  // the reader reads it itself, later
+        }
+      }
+      if (lastNs) c->doneNs.store(lastNs, std::memory_order_release);
+    }
+  }
+
   // ---------------------------------------------------------- reader thread
 
   void Run() {
@@ -522,11 +685,15 @@ class Connector : public Napi::ObjectWrap<Connector> {
       sp.sched_priority = kFifoPriority;
       sh_->schedFifo = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
     }
+    pthread_setname_np(pthread_self(), "rw-proc");
     std::vector<char> bufs(kRecvBatch * kMsgBytes);
     pollfd fds[3] = {{execSock_, POLLIN, 0}, {wakeFd_, POLLIN, 0}, {restSock_, POLLIN, 0}};
     bool more = false;        // the last round left execs queued
     bool restArmed = true;    // wake for the rest socket (idle), or drain it by restDueMs
     double restDueMs = 0;
+    // With per-CPU threads reading every exec, the exec socket is kept like
+    // the rest one, and both are drained twice per flush interval.
+    double drainMs = lazyExecs_ ? flushMs_ / 2 : flushMs_;
     while (!stopReq_.load(std::memory_order_relaxed)) {
       double now = NowMs(CLOCK_MONOTONIC);
       if (!more) {
@@ -537,6 +704,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
         if (!restArmed) due = std::min(due, restDueMs);
         if (pendingGaps_ > 0) due = std::min(due, nextGapDueMs_);
         int timeout = due == INFINITY ? -1 : due <= now ? 0 : static_cast<int>(due - now) + 1;
+        fds[0].fd = !lazyExecs_ || restArmed ? execSock_ : -1;
         fds[2].fd = restArmed ? restSock_ : -1;
         fds[0].revents = fds[2].revents = 0;
         int pr = poll(fds, 3, timeout);
@@ -550,12 +718,14 @@ class Connector : public Napi::ObjectWrap<Connector> {
       bool restDue = !restArmed && now >= restDueMs;
       if (more || fds[0].revents || fds[2].revents || restDue || (pendingGaps_ > 0 && now >= nextGapDueMs_)) {
         bool restHad = false;
-        more = ReadRound(bufs.data(), restHad);
+        size_t execs = 0;
+        more = ReadRound(bufs.data(), restHad, execs);
         // A fork or an exit never needs the reader at once: once the rest
-        // socket has had something, it is next drained within flushMs_ (or
+        // socket has had something, it is next drained within drainMs (or
         // with the next exec), and only an idle reader waits on it.
-        restArmed = !restHad;
-        if (restHad) restDueMs = NowMs(CLOCK_MONOTONIC) + flushMs_;
+        bool had = restHad || (lazyExecs_ && execs > 0);
+        restArmed = !had;
+        if (had) restDueMs = NowMs(CLOCK_MONOTONIC) + drainMs;
       }
       if (unnotified_ > 0 && (unnotified_ >= sh_->batchMax ||
                               NowMs(CLOCK_MONOTONIC) - firstUnnotifiedMs_ >= flushMs_)) {
@@ -573,10 +743,11 @@ class Connector : public Napi::ObjectWrap<Connector> {
   // exec gets its short-lived /proc entries read before any spends time on
   // the ones that survive until the zombie is reaped. Returns whether execs
   // are left queued; restHad tells whether the rest socket had anything.
-  bool ReadRound(char* bufs, bool& restHad) {
+  bool ReadRound(char* bufs, bool& restHad, size_t& execs) {
     std::vector<Msg>& round = msgs_;
     round.clear();
     size_t got = Receive(execSock_, bufs, kRecvBatch, round);
+    execs = got;
     bool execsLeft = got == kRecvBatch;
     uint64_t cutNs = execsLeft && !round.empty() ? round.back().ev.timestamp_ns : NowNs();
     size_t nExec = round.size();
@@ -600,12 +771,15 @@ class Connector : public Napi::ObjectWrap<Connector> {
       Push(std::move(p.e));
     }
     round_.clear();
+    SweepCaught();
     if (pendingGaps_ > 0 && roundMs_ >= nextGapDueMs_) ConfirmGaps();
     return execsLeft;
   }
 
   // Appends up to max messages from sock; returns how many datagrams it read.
-  size_t Receive(int sock, char* bufs, unsigned max, std::vector<Msg>& out) {
+  // A per-CPU thread's socket is not primary: its overflow loses nothing of
+  // the stream, only the early read.
+  size_t Receive(int sock, char* bufs, unsigned max, std::vector<Msg>& out, bool primary = true) {
     mmsghdr msgs[kRecvBatch];
     iovec iov[kRecvBatch];
     sockaddr_nl from[kRecvBatch];
@@ -624,8 +798,10 @@ class Connector : public Napi::ObjectWrap<Connector> {
       if (errno == EINTR) continue;
       // One ENOBUFS per overflow episode; the lost count comes from seq gaps.
       if (errno == ENOBUFS) {
-        sh_->enobufs++;
-        lossEpoch_++;
+        if (primary) {
+          sh_->enobufs++;
+          BumpLossEpoch();
+        }
         continue;
       }
       return 0;
@@ -687,6 +863,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
         Pending& p = NewPending(EvType::Exec, ts);
         p.e.pid = ev.event_data.exec.process_tgid;
         p.tsNs = ev.timestamp_ns;
+        p.cpu = ev.cpu;
         ReadExecVolatile(p);
         return;
       }
@@ -700,6 +877,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
         // alone (a raw setuid syscall) makes it unknown rather than wrong.
         if (id.process_pid == id.process_tgid) pe.uid = id.r.ruid;
         else if (pe.uid != static_cast<int64_t>(id.r.ruid)) pe.uid = -1;
+        if (!catchers_.empty()) Share(id.process_tgid, pe);
         return;
       }
       case proc_event::PROC_EVENT_EXIT: {
@@ -708,6 +886,10 @@ class Connector : public Napi::ObjectWrap<Connector> {
         if (x.process_pid != x.process_tgid) return;  // thread
         // In stream order: a fork later in this round may already reuse the pid.
         procs_.erase(x.process_tgid);
+        if (!catchers_.empty()) {
+          std::lock_guard<std::mutex> lk(sharedMu_);
+          sharedFacts_.erase(x.process_tgid);
+        }
         Event& e = NewPending(EvType::Exit, ts).e;
         e.pid = x.process_tgid;
         // exit_code is a wait(2) status.
@@ -786,9 +968,24 @@ class Connector : public Napi::ObjectWrap<Connector> {
   // Counts gap i of s as lost and removes it.
   void Confirm(const Gap& g, SeqState& s, size_t i) {
     sh_->kernelLost += g.to - g.from;
-    lossEpoch_++;
+    BumpLossEpoch();
     s.gaps.erase(s.gaps.begin() + static_cast<std::ptrdiff_t>(i));
     pendingGaps_--;
+  }
+
+  // After a loss nothing tracked is trusted, the per-CPU threads' view included.
+  void BumpLossEpoch() {
+    lossEpoch_++;
+    std::lock_guard<std::mutex> lk(sharedMu_);
+    sharedFacts_.clear();
+  }
+
+  // Tells the per-CPU threads what the stream knows of a process.
+  void Share(int32_t pid, const ProcEntry& pe) {
+    SharedFacts f{pe.cgRead && !pe.containerId.empty(), pe.uid >= 0};
+    std::lock_guard<std::mutex> lk(sharedMu_);
+    if (f.inContainer || f.uidKnown) sharedFacts_[pid] = f;
+    else sharedFacts_.erase(pid);
   }
 
   // The entry for pid, created (as a process the stream has not told of) when
@@ -822,6 +1019,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
         if (ReadContainerId(dfd, id)) {
           pe.cgKnown = pe.cgTrusted = pe.cgRead = true;
           pe.containerId = std::move(id);
+          if (!catchers_.empty()) Share(parent, pe);
         }
         close(dfd);
       }
@@ -834,6 +1032,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     ce.cgKnown = pe.cgKnown;
     ce.cgTrusted = pe.cgRead;
     ce.containerId = pe.containerId;
+    if (!catchers_.empty()) Share(child, ce);
     procs_[child] = std::move(ce);  // pid reuse: overwrite
   }
 
@@ -846,7 +1045,8 @@ class Connector : public Napi::ObjectWrap<Connector> {
   }
 
   // What disappears when the process exits: the mm (exe, cmdline), open files,
-  // cwd and, on cgroup v1, the cgroup. Only what the event needs is read.
+  // cwd and, on cgroup v1, the cgroup. Read by the exec's per-CPU thread when
+  // it has one, else here.
   void ReadExecVolatile(Pending& p) {
     Event& e = p.e;
     ProcEntry& known = Entry(e.pid);
@@ -855,7 +1055,93 @@ class Connector : public Napi::ObjectWrap<Connector> {
     p.knownUid = known.uid;
     p.knownCg = known.cgKnown;
     p.knownId = known.containerId;
-    p.dfd = OpenProcDir(e.pid);  // pins this process: a reused pid gets ESRCH
+    if (ClaimCaught(p)) return;
+    ReadShortLived(p, known.cgTrusted && !known.containerId.empty(), known.cgKnown && !known.containerId.empty());
+  }
+
+  // Takes over what the exec's per-CPU thread read, waiting for it while it
+  // is behind. False when that CPU has no thread, or the thread passed the
+  // exec by (its socket overflowed, its queue was full).
+  bool ClaimCaught(Pending& p) {
+    Catcher* c = p.cpu < catcherOfCpu_.size() ? catcherOfCpu_[p.cpu] : nullptr;
+    if (!c) return false;
+    CaughtKey key{p.tsNs, p.e.pid};
+    // From the exec's own time, so a reader that fell behind does not wait again for every exec.
+    uint64_t deadlineNs = p.tsNs + static_cast<uint64_t>(kCaughtWaitMs * 1e6);
+    for (bool collected = false;; collected = true) {
+      // doneNs before collecting: a read it vouches for is then in the thread's queue.
+      uint64_t done = c->doneNs.load(std::memory_order_acquire);
+      if (collected || caught_.find(key) == caught_.end()) Collect(*c);
+      auto it = caught_.find(key);
+      if (it != caught_.end()) {
+        Take(p, it->second);
+        caught_.erase(it);
+        return true;
+      }
+      if (done >= p.tsNs || NowNs() >= deadlineNs) return false;
+      timespec pause{0, 50000};
+      nanosleep(&pause, nullptr);
+    }
+  }
+
+  void Collect(Catcher& c) {
+    std::lock_guard<std::mutex> lk(c.mu);
+    for (Pending& r : c.out) {
+      CaughtKey key{r.tsNs, r.e.pid};
+      auto ins = caught_.try_emplace(key, std::move(r));
+      if (!ins.second && r.dfd >= 0) close(r.dfd);
+    }
+    c.out.clear();
+  }
+
+  // The exec's facts as its per-CPU thread read them; what the stream knew stays.
+  static void Take(Pending& p, Pending& c) {
+    Event& e = p.e;
+    e.exe = std::move(c.e.exe);
+    e.exeDeleted = c.e.exeDeleted;
+    e.args = std::move(c.e.args);
+    e.argsTruncated = c.e.argsTruncated;
+    e.resolved = c.e.resolved;
+    e.stdioSocket = c.e.stdioSocket;
+    e.hasCwd = c.e.hasCwd;
+    e.cwd = std::move(c.e.cwd);
+    e.comm = std::move(c.e.comm);
+    e.ppid = c.e.ppid;
+    e.tty = c.e.tty;
+    p.dfd = c.dfd;
+    c.dfd = -1;
+    p.cgOk = c.cgOk;
+    p.cgId = std::move(c.cgId);
+    p.cmdlineRead = c.cmdlineRead;
+    p.statRead = c.statRead;
+    p.uidRead = c.uidRead;
+    p.readUid = c.readUid;
+  }
+
+  // Drops reads no exec message claimed (the reader's socket lost it, or it
+  // stopped waiting and read the process itself).
+  void SweepCaught() {
+    if (catchers_.empty()) return;
+    for (auto& c : catchers_) Collect(*c);
+    uint64_t now = NowNs();
+    for (auto it = caught_.begin(); it != caught_.end();) {
+      if (now - it->first.first > kCaughtStaleNs) {
+        if (it->second.dfd >= 0) close(it->second.dfd);
+        it = caught_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // Opens /proc/<pid> (which pins this process: a reused pid gets ESRCH) and
+  // reads what the exec needs of what goes away with the process. A process
+  // known to be in a container keeps its parent's cgroup (unknownCg: the
+  // stream's fallback when the cgroup cannot be read). On cgroup v1 an
+  // exiting task reads as being in "/", hence the cgroup is read with the mm.
+  static void ReadShortLived(Pending& p, bool knownInContainer, bool fallbackInContainer) {
+    Event& e = p.e;
+    if (p.dfd < 0) p.dfd = OpenProcDir(e.pid);
     if (p.dfd < 0) return;
     int dfd = p.dfd;
     bool exeOk = ReadLinkAt(dfd, "exe", e.exe);
@@ -870,17 +1156,16 @@ class Connector : public Napi::ObjectWrap<Connector> {
     }
     // A child's cgroup does not change at exec: one of a container process is
     // that container's. A host process's child may be runc's, which moves into
-    // the container between fork and exec, so it is read. On cgroup v1 an
-    // exiting task reads as being in "/", hence read with the mm.
-    bool inContainer = known.cgTrusted && !known.containerId.empty();
+    // the container between fork and exec, so it is read.
+    bool inContainer = knownInContainer;
     if (!inContainer) {
       p.cgOk = ReadContainerId(dfd, p.cgId);
-      inContainer = (p.cgOk && !p.cgId.empty()) || (known.cgKnown && !known.containerId.empty());
+      inContainer = (p.cgOk && !p.cgId.empty()) || fallbackInContainer;
     }
     // The mm is gone, so the process is exiting and its files and folder
     // with it: what stays is stat, until the zombie is reaped.
     if (!exeOk) {
-      ReadStat(p);
+      if (p.statRead == 0) ReadStat(p);
       return;
     }
     // Host processes feed only the docker CLI tracking and ancestry (exe).
@@ -897,11 +1182,21 @@ class Connector : public Napi::ObjectWrap<Connector> {
   }
 
   // Returns false when the mm was already gone.
-  bool ReadCmdline(Pending& p) {
+  static bool ReadCmdline(Pending& p) {
     Event& e = p.e;
     p.cmdlineRead = true;
     char cmd[kMaxArgBytes + 1];
-    ssize_t cn = ReadAt(p.dfd, "cmdline", cmd, sizeof cmd);
+    ssize_t cn = -1;
+    // When stat told where argv lies, it is copied straight from the process's
+    // memory: opening /proc/<pid>/cmdline costs a /proc inode more (~5 us per
+    // exec in the storm benchmark).
+    // Refused (no CAP_SYS_PTRACE, Yama) or gone: the cmdline file decides.
+    if (p.argEnd > p.argStart) {
+      iovec local{cmd, static_cast<size_t>(std::min<uint64_t>(p.argEnd - p.argStart, sizeof cmd))};
+      iovec remote{reinterpret_cast<void*>(p.argStart), local.iov_len};
+      cn = process_vm_readv(e.pid, &local, 1, &remote, 1, 0);
+    }
+    if (cn <= 0) cn = ReadAt(p.dfd, "cmdline", cmd, sizeof cmd);
     if (cn > 0) {
       size_t len = static_cast<size_t>(cn);
       if (len > kMaxArgBytes) {
@@ -937,7 +1232,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
       valid = p.statRead == 0 ? ReadStat(p) : p.statRead > 0;
       if (valid) {
         bool container = (p.cgOk && !p.cgId.empty()) || (p.knownCg && !p.knownId.empty());
-        if (p.knownUid < 0) e.uid = ReadUid(dfd);
+        if (p.knownUid < 0) e.uid = p.uidRead ? p.readUid : ReadUid(dfd);
         // Who ran the docker CLI: also through sudo (loginuid survives it).
         if (!container && IsDockerCli(e.exe, e.comm)) {
           if (!p.cmdlineRead) e.resolved = ReadCmdline(p) && e.resolved;
@@ -969,13 +1264,14 @@ class Connector : public Napi::ObjectWrap<Connector> {
     }
     if (known.uid < 0 && valid) known.uid = e.uid;
     if (e.ppid != 0) known.ppid = e.ppid;
+    if (!catchers_.empty()) Share(e.pid, known);
   }
 
   // Reads /proc/<pid>/stat once; false when unreadable or another process's.
-  bool ReadStat(Pending& p) {
+  static bool ReadStat(Pending& p) {
     char st[1024];
     ssize_t sn = ReadAt(p.dfd, "stat", st, sizeof st - 1);
-    bool valid = sn > 0 && ParseStat(st, static_cast<size_t>(sn), p.e, p.tsNs);
+    bool valid = sn > 0 && ParseStat(st, static_cast<size_t>(sn), p);
     p.statRead = valid ? 1 : -1;
     return valid;
   }
@@ -993,22 +1289,25 @@ class Connector : public Napi::ObjectWrap<Connector> {
   // Fills comm, ppid and tty from /proc/<pid>/stat. Returns false when the pid
   // was already reused by a process started after the exec event, in which
   // case everything read so far belongs to someone else and is discarded.
-  static bool ParseStat(char* st, size_t n, Event& e, uint64_t tsNs) {
+  static bool ParseStat(char* st, size_t n, Pending& pd) {
+    Event& e = pd.e;
     st[n] = '\0';
     char* open = strchr(st, '(');
     char* close = strrchr(st, ')');
     if (!open || !close || close < open) return true;
     std::string comm(open + 1, static_cast<size_t>(close - open - 1));
-    // Fields after "(comm)": 3 state, 4 ppid, 7 tty_nr, 22 starttime.
+    // Fields after "(comm)": 3 state, 4 ppid, 7 tty_nr, 22 starttime, 48 arg_start, 49 arg_end.
     char* p = close + 2;
     char* save = nullptr;
     int field = 3;
     long long ppid = 0, tty = 0;
-    unsigned long long start = 0;
-    for (char* tok = strtok_r(p, " ", &save); tok && field <= 22; tok = strtok_r(nullptr, " ", &save), ++field) {
+    unsigned long long start = 0, argStart = 0, argEnd = 0;
+    for (char* tok = strtok_r(p, " ", &save); tok && field <= 49; tok = strtok_r(nullptr, " ", &save), ++field) {
       if (field == 4) ppid = strtoll(tok, nullptr, 10);
       else if (field == 7) tty = strtoll(tok, nullptr, 10);
       else if (field == 22) start = strtoull(tok, nullptr, 10);
+      else if (field == 48) argStart = strtoull(tok, nullptr, 10);
+      else if (field == 49) argEnd = strtoull(tok, nullptr, 10);
     }
     static const long hz = sysconf(_SC_CLK_TCK);
     if (field > 22 && hz > 0) {
@@ -1016,7 +1315,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
       // timestamp is CLOCK_MONOTONIC.
       double startMs = static_cast<double>(start) * 1000.0 / static_cast<double>(hz);
       double bootSkew = NowMs(CLOCK_BOOTTIME) - NowMs(CLOCK_MONOTONIC);
-      if (startMs - bootSkew > static_cast<double>(tsNs) / 1e6 + 1.0) {
+      if (startMs - bootSkew > static_cast<double>(pd.tsNs) / 1e6 + 1.0) {
         e.exe.clear();
         e.args.clear();
         e.cwd.clear();
@@ -1028,10 +1327,15 @@ class Connector : public Napi::ObjectWrap<Connector> {
     e.comm = std::move(comm);
     e.ppid = static_cast<int32_t>(ppid);
     e.tty = static_cast<int32_t>(tty);
+    if (field > 49) {
+      pd.argStart = argStart;
+      pd.argEnd = argEnd;
+    }
     return true;
   }
 
   void Push(Event&& e) {
+    double tsMono = e.ts - clockOffsetMs_;
     sh_->received++;
     {
       std::lock_guard<std::mutex> lk(sh_->mu);
@@ -1041,7 +1345,8 @@ class Connector : public Napi::ObjectWrap<Connector> {
       }
       sh_->queue.push_back(std::move(e));
     }
-    if (unnotified_++ == 0) firstUnnotifiedMs_ = NowMs(CLOCK_MONOTONIC);
+    // From the event's own time: a reader that drains every few ms must not add that to the flush delay.
+    if (unnotified_++ == 0) firstUnnotifiedMs_ = std::min(NowMs(CLOCK_MONOTONIC), tsMono);
   }
 
   void Notify() {
@@ -1147,6 +1452,15 @@ class Connector : public Napi::ObjectWrap<Connector> {
   bool hookRegistered_ = false;
   int execSock_ = -1, restSock_ = -1, wakeFd_ = -1;
   std::thread thread_;
+  bool perCpuReaders_ = true;
+  std::vector<std::unique_ptr<Catcher>> catchers_;  // set before the threads start, cleared after they end
+  std::vector<Catcher*> catcherOfCpu_;
+  bool lazyExecs_ = false;          // every CPU has a per-CPU thread: the reader need not wake per exec
+
+  std::map<CaughtKey, Pending> caught_;  // collected from the per-CPU threads (reader thread only)
+  // What the per-CPU threads may know of a process (the reader writes, they try to read)
+  std::mutex sharedMu_;
+  std::unordered_map<int32_t, SharedFacts> sharedFacts_;
   std::atomic<bool> stopReq_{false};
 
   // subscription handshake
