@@ -77,7 +77,7 @@ constexpr size_t kMaxGaps = 64;         // open sequence gaps per CPU; beyond, t
 constexpr double kGapGraceMs = 100;     // on top of twice the flush interval
 constexpr int kCatcherRcvbuf = 1 << 20;  // a per-CPU exec socket; its overflow only means a late read
 constexpr size_t kCaughtMax = 4096;      // execs one per-CPU thread has read for the reader (each holds a dirfd)
-constexpr uint64_t kCaughtStaleNs = 2000000000ull;  // not claimed by the reader within this: its message was lost
+constexpr uint64_t kCaughtStaleNs = 1000000000ull;  // not claimed by the reader within this: its message was lost
 constexpr double kCaughtWaitMs = 50;     // longest the reader waits for a per-CPU thread behind on its reads
 constexpr int kCatcherPriority = kFifoPriority + 1;  // preempts the reader too: its reads race the process's exit
 
