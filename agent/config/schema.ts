@@ -72,7 +72,7 @@ export const configSchema = obj({
       /** connector = kernel netlink process connector; procfs = /proc scanning (partial coverage); auto = connector, else procfs. */
       source: z.enum(['auto', 'connector', 'procfs']).default('auto'),
       ancestors: z.number().int().min(0).max(32).default(5),
-      /** Run the reader thread SCHED_FIFO (needs CAP_SYS_NICE) so short-lived processes are read before they exit. */
+      /** Run the reader threads SCHED_FIFO (needs CAP_SYS_NICE) so short-lived processes are read before they exit. */
       realtime: z.boolean().default(true),
       /** Read each exec's /proc entries on a thread pinned to the CPU it ran on, before a short-lived program exits. */
       perCpuReaders: z.boolean().default(true),

@@ -93,7 +93,7 @@ export interface ProcConnectorOptions {
   realtime?: boolean;
   /**
    * Read each exec's /proc entries on a thread pinned to the CPU the exec ran on; default true. A reader woken
-   * on another, idle CPU lost the race with short-lived programs (5-15% of a storm's /usr/bin/true here); one on
+   * on another, idle CPU lost the race with short-lived programs (0.5-15% of a storm's /usr/bin/true here); one on
    * the exec's own CPU preempts the new program before it can exit. Off: one reader thread does everything.
    */
   perCpuReaders?: boolean;

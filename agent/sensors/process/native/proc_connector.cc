@@ -18,7 +18,7 @@
 // Short-lived execs: a program like /usr/bin/true exits within a millisecond
 // of its exec event. A reader woken on another CPU than the exec's loses that
 // race whenever that CPU sleeps (in a VM, waking a halted vCPU took long
-// enough to lose 5-15% of a storm's execs here). So one small thread per CPU,
+// enough to lose 0.5-15% of a storm's execs here). So one small thread per CPU,
 // pinned there and SCHED_FIFO, gets that CPU's execs (a socket filter on the
 // event's cpu) and reads their short-lived /proc entries at once: it wakes on
 // the CPU the new program runs on and preempts it, so the program cannot exit
@@ -75,11 +75,11 @@ constexpr int kFifoPriority = 1;  // lowest RT priority already preempts every C
 constexpr uint32_t kMaxCpus = 8192;
 constexpr size_t kMaxGaps = 64;         // open sequence gaps per CPU; beyond, the oldest counts as lost
 constexpr double kGapGraceMs = 100;     // on top of twice the flush interval
-constexpr int kCatcherRcvbuf = 1 << 20;  // a per-CPU exec socket; its overflow only means a late read
-constexpr size_t kCaughtMax = 4096;      // execs one per-CPU thread has read for the reader (each holds a dirfd)
-constexpr uint64_t kCaughtStaleNs = 1000000000ull;  // not claimed by the reader within this: its message was lost
-constexpr double kCaughtWaitMs = 50;     // longest the reader waits for a per-CPU thread behind on its reads
-constexpr int kCatcherPriority = kFifoPriority + 1;  // preempts the reader too: its reads race the process's exit
+constexpr int kCpuReaderRcvbuf = 1 << 20;  // a per-CPU exec socket; its overflow only means a late read
+constexpr size_t kCpuReadsMax = 4096;      // execs one per-CPU thread has read for the reader (each holds a dirfd)
+constexpr uint64_t kCpuReadStaleNs = 1000000000ull;  // not claimed by the reader within this: its message was lost
+constexpr double kCpuReadWaitMs = 50;     // longest the reader waits for a per-CPU thread behind on its reads
+constexpr int kCpuReaderPriority = kFifoPriority + 1;  // preempts the reader too: its reads race the process's exit
 
 enum class EvType : uint8_t { Fork, Exec, Exit };
 
@@ -343,10 +343,10 @@ class Connector : public Napi::ObjectWrap<Connector> {
     bool inContainer = false;  // its cgroup, read from itself, is a container's
     bool uidKnown = false;     // the stream knows its real uid, hence its children's
   };
-  using CaughtKey = std::pair<uint64_t, int32_t>;  // event timestamp_ns, pid
+  using CpuReadKey = std::pair<uint64_t, int32_t>;  // event timestamp_ns, pid
   // A per-CPU exec reader. It never waits for a lock before its reads: a
   // thread that sleeps gives the CPU back to the program it should preempt.
-  struct Catcher {
+  struct CpuExecReader {
     int cpu = -1;
     int sock = -1;
     std::thread thread;
@@ -415,7 +415,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     execSock_ = execSock;
     restSock_ = restSock;
     wakeFd_ = wake;
-    if (perCpuReaders_) OpenCatchers();
+    if (perCpuReaders_) OpenCpuReaders();
     stopReq_ = false;
     sh_->schedFifo = false;
     ackSeen_ = false;
@@ -434,7 +434,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     sh_->tsfn = Napi::ThreadSafeFunction::New(env, callback_.Value(), "proc_connector", 0, 1);
     running_ = true;
     thread_ = std::thread(&Connector::Run, this);
-    for (auto& c : catchers_) c->thread = std::thread(&Connector::CatchExecs, this, c.get());
+    for (auto& c : cpuReaders_) c->thread = std::thread(&Connector::ReadCpuExecs, this, c.get());
 
     bool seen;
     uint32_t ackErr;
@@ -484,7 +484,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     n("enobufs", sh_->enobufs);
     n("rcvbufBytes", sh_->rcvbufBytes);
     o.Set("schedFifo", Napi::Boolean::New(env, sh_->schedFifo.load()));
-    o.Set("perCpuReaders", Napi::Number::New(env, static_cast<double>(catchers_.size())));
+    o.Set("perCpuReaders", Napi::Number::New(env, static_cast<double>(cpuReaders_.size())));
     n("unresolved", sh_->unresolved);
     {
       std::lock_guard<std::mutex> lk(sh_->mu);
@@ -509,17 +509,18 @@ class Connector : public Napi::ObjectWrap<Connector> {
     ssize_t w = write(wakeFd_, &one, sizeof one);
     (void)w;
     if (thread_.joinable()) thread_.join();
-    for (auto& c : catchers_) {
+    for (auto& c : cpuReaders_) {
       if (c->thread.joinable()) c->thread.join();
       close(c->sock);
       for (Pending& p : c->out)
         if (p.dfd >= 0) close(p.dfd);
     }
-    catchers_.clear();
-    catcherOfCpu_.clear();
-    for (auto& kv : caught_)
+    cpuReaders_.clear();
+    cpuReaderOf_.clear();
+    lazyExecs_ = false;
+    for (auto& kv : cpuReads_)
       if (kv.second.dfd >= 0) close(kv.second.dfd);
-    caught_.clear();
+    cpuReads_.clear();
     sharedFacts_.clear();
     close(execSock_);
     close(restSock_);
@@ -585,7 +586,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
   // One exec socket per CPU this process may run on. The reader leaves the
   // execs to them (and wakes only every few ms) when every online CPU has one;
   // otherwise it reads the others' as before.
-  void OpenCatchers() {
+  void OpenCpuReaders() {
     cpu_set_t allowed;
     if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
     long online = sysconf(_SC_NPROCESSORS_ONLN);
@@ -595,31 +596,31 @@ class Connector : public Napi::ObjectWrap<Connector> {
       std::vector<sock_filter> f = CpuExecFilter(static_cast<uint32_t>(cpu));
       sock_fprog prog{static_cast<unsigned short>(f.size()), f.data()};
       const char* what = "";
-      int sock = OpenSocket(prog, what, kCatcherRcvbuf);
+      int sock = OpenSocket(prog, what, kCpuReaderRcvbuf);
       if (sock < 0) {
         all = false;
         continue;
       }
-      auto c = std::make_unique<Catcher>();
+      auto c = std::make_unique<CpuExecReader>();
       c->cpu = cpu;
       c->sock = sock;
-      if (catcherOfCpu_.size() <= static_cast<size_t>(cpu)) catcherOfCpu_.resize(cpu + 1);
-      catcherOfCpu_[cpu] = c.get();
-      catchers_.push_back(std::move(c));
+      if (cpuReaderOf_.size() <= static_cast<size_t>(cpu)) cpuReaderOf_.resize(cpu + 1);
+      cpuReaderOf_[cpu] = c.get();
+      cpuReaders_.push_back(std::move(c));
     }
-    lazyExecs_ = all && static_cast<long>(catchers_.size()) >= online;
+    lazyExecs_ = all && static_cast<long>(cpuReaders_.size()) >= online;
   }
 
   // A per-CPU thread: reads the short-lived /proc entries of the execs that
   // ran on its CPU, for the reader to claim in stream order.
-  void CatchExecs(Catcher* c) {
+  void ReadCpuExecs(CpuExecReader* c) {
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(c->cpu, &one);
     pthread_setaffinity_np(pthread_self(), sizeof one, &one);
     if (realtime_) {
       sched_param sp{};
-      sp.sched_priority = kCatcherPriority;
+      sp.sched_priority = kCpuReaderPriority;
       pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
     }
     char name[16];
@@ -669,7 +670,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
       {
         std::lock_guard<std::mutex> lk(c->mu);
         for (Pending& p : reads) {
-          if (c->out.size() < kCaughtMax) c->out.push_back(std::move(p));
+          if (c->out.size() < kCpuReadsMax) c->out.push_back(std::move(p));
           else if (p.dfd >= 0) close(p.dfd);  // the reader reads it itself, later
         }
       }
@@ -771,7 +772,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
       Push(std::move(p.e));
     }
     round_.clear();
-    SweepCaught();
+    SweepCpuReads();
     if (pendingGaps_ > 0 && roundMs_ >= nextGapDueMs_) ConfirmGaps();
     return execsLeft;
   }
@@ -877,7 +878,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
         // alone (a raw setuid syscall) makes it unknown rather than wrong.
         if (id.process_pid == id.process_tgid) pe.uid = id.r.ruid;
         else if (pe.uid != static_cast<int64_t>(id.r.ruid)) pe.uid = -1;
-        if (!catchers_.empty()) Share(id.process_tgid, pe);
+        if (!cpuReaders_.empty()) Share(id.process_tgid, pe);
         return;
       }
       case proc_event::PROC_EVENT_EXIT: {
@@ -886,7 +887,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
         if (x.process_pid != x.process_tgid) return;  // thread
         // In stream order: a fork later in this round may already reuse the pid.
         procs_.erase(x.process_tgid);
-        if (!catchers_.empty()) {
+        if (!cpuReaders_.empty()) {
           std::lock_guard<std::mutex> lk(sharedMu_);
           sharedFacts_.erase(x.process_tgid);
         }
@@ -1019,7 +1020,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
         if (ReadContainerId(dfd, id)) {
           pe.cgKnown = pe.cgTrusted = pe.cgRead = true;
           pe.containerId = std::move(id);
-          if (!catchers_.empty()) Share(parent, pe);
+          if (!cpuReaders_.empty()) Share(parent, pe);
         }
         close(dfd);
       }
@@ -1032,7 +1033,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     ce.cgKnown = pe.cgKnown;
     ce.cgTrusted = pe.cgRead;
     ce.containerId = pe.containerId;
-    if (!catchers_.empty()) Share(child, ce);
+    if (!cpuReaders_.empty()) Share(child, ce);
     procs_[child] = std::move(ce);  // pid reuse: overwrite
   }
 
@@ -1055,27 +1056,27 @@ class Connector : public Napi::ObjectWrap<Connector> {
     p.knownUid = known.uid;
     p.knownCg = known.cgKnown;
     p.knownId = known.containerId;
-    if (ClaimCaught(p)) return;
+    if (ClaimCpuRead(p)) return;
     ReadShortLived(p, known.cgTrusted && !known.containerId.empty(), known.cgKnown && !known.containerId.empty());
   }
 
   // Takes over what the exec's per-CPU thread read, waiting for it while it
   // is behind. False when that CPU has no thread, or the thread passed the
   // exec by (its socket overflowed, its queue was full).
-  bool ClaimCaught(Pending& p) {
-    Catcher* c = p.cpu < catcherOfCpu_.size() ? catcherOfCpu_[p.cpu] : nullptr;
+  bool ClaimCpuRead(Pending& p) {
+    CpuExecReader* c = p.cpu < cpuReaderOf_.size() ? cpuReaderOf_[p.cpu] : nullptr;
     if (!c) return false;
-    CaughtKey key{p.tsNs, p.e.pid};
+    CpuReadKey key{p.tsNs, p.e.pid};
     // From the exec's own time, so a reader that fell behind does not wait again for every exec.
-    uint64_t deadlineNs = p.tsNs + static_cast<uint64_t>(kCaughtWaitMs * 1e6);
+    uint64_t deadlineNs = p.tsNs + static_cast<uint64_t>(kCpuReadWaitMs * 1e6);
     for (bool collected = false;; collected = true) {
       // doneNs before collecting: a read it vouches for is then in the thread's queue.
       uint64_t done = c->doneNs.load(std::memory_order_acquire);
-      if (collected || caught_.find(key) == caught_.end()) Collect(*c);
-      auto it = caught_.find(key);
-      if (it != caught_.end()) {
+      if (collected || cpuReads_.find(key) == cpuReads_.end()) Collect(*c);
+      auto it = cpuReads_.find(key);
+      if (it != cpuReads_.end()) {
         Take(p, it->second);
-        caught_.erase(it);
+        cpuReads_.erase(it);
         return true;
       }
       if (done >= p.tsNs || NowNs() >= deadlineNs) return false;
@@ -1084,11 +1085,11 @@ class Connector : public Napi::ObjectWrap<Connector> {
     }
   }
 
-  void Collect(Catcher& c) {
+  void Collect(CpuExecReader& c) {
     std::lock_guard<std::mutex> lk(c.mu);
     for (Pending& r : c.out) {
-      CaughtKey key{r.tsNs, r.e.pid};
-      auto ins = caught_.try_emplace(key, std::move(r));
+      CpuReadKey key{r.tsNs, r.e.pid};
+      auto ins = cpuReads_.try_emplace(key, std::move(r));
       if (!ins.second && r.dfd >= 0) close(r.dfd);
     }
     c.out.clear();
@@ -1120,25 +1121,24 @@ class Connector : public Napi::ObjectWrap<Connector> {
 
   // Drops reads no exec message claimed (the reader's socket lost it, or it
   // stopped waiting and read the process itself).
-  void SweepCaught() {
-    if (catchers_.empty()) return;
-    for (auto& c : catchers_) Collect(*c);
+  void SweepCpuReads() {
+    if (cpuReaders_.empty()) return;
+    for (auto& c : cpuReaders_) Collect(*c);
     uint64_t now = NowNs();
-    for (auto it = caught_.begin(); it != caught_.end();) {
-      if (now - it->first.first > kCaughtStaleNs) {
-        if (it->second.dfd >= 0) close(it->second.dfd);
-        it = caught_.erase(it);
-      } else {
-        ++it;
-      }
+    // Ordered by exec time: the stale ones come first.
+    for (auto it = cpuReads_.begin(); it != cpuReads_.end() && now - it->first.first > kCpuReadStaleNs;) {
+      if (it->second.dfd >= 0) close(it->second.dfd);
+      it = cpuReads_.erase(it);
     }
   }
 
   // Opens /proc/<pid> (which pins this process: a reused pid gets ESRCH) and
-  // reads what the exec needs of what goes away with the process. A process
-  // known to be in a container keeps its parent's cgroup (unknownCg: the
-  // stream's fallback when the cgroup cannot be read). On cgroup v1 an
-  // exiting task reads as being in "/", hence the cgroup is read with the mm.
+  // reads what the exec needs of what goes away with the process. The cgroup
+  // is not read when the process is known to be in a container (its parent
+  // was, and a process stays in its parent's container);
+  // fallbackInContainer is what the stream knew, for when the cgroup cannot say.
+  // On cgroup v1 an exiting task reads as being in "/", hence the cgroup is
+  // read with the mm.
   static void ReadShortLived(Pending& p, bool knownInContainer, bool fallbackInContainer) {
     Event& e = p.e;
     if (p.dfd < 0) p.dfd = OpenProcDir(e.pid);
@@ -1264,7 +1264,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     }
     if (known.uid < 0 && valid) known.uid = e.uid;
     if (e.ppid != 0) known.ppid = e.ppid;
-    if (!catchers_.empty()) Share(e.pid, known);
+    if (!cpuReaders_.empty()) Share(e.pid, known);
   }
 
   // Reads /proc/<pid>/stat once; false when unreadable or another process's.
@@ -1453,11 +1453,11 @@ class Connector : public Napi::ObjectWrap<Connector> {
   int execSock_ = -1, restSock_ = -1, wakeFd_ = -1;
   std::thread thread_;
   bool perCpuReaders_ = true;
-  std::vector<std::unique_ptr<Catcher>> catchers_;  // set before the threads start, cleared after they end
-  std::vector<Catcher*> catcherOfCpu_;
+  std::vector<std::unique_ptr<CpuExecReader>> cpuReaders_;  // set before the threads start, cleared after they end
+  std::vector<CpuExecReader*> cpuReaderOf_;
   bool lazyExecs_ = false;          // every CPU has a per-CPU thread: the reader need not wake per exec
 
-  std::map<CaughtKey, Pending> caught_;  // collected from the per-CPU threads (reader thread only)
+  std::map<CpuReadKey, Pending> cpuReads_;  // collected from the per-CPU threads (reader thread only)
   // What the per-CPU threads may know of a process (the reader writes, they try to read)
   std::mutex sharedMu_;
   std::unordered_map<int32_t, SharedFacts> sharedFacts_;
