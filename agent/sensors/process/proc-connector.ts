@@ -100,9 +100,9 @@ export interface ProcConnectorOptions {
   /** Max events per onEvents call; default 512. */
   batchMax?: number;
   /**
-   * Longest a queued event waits before JS is called (unless a batch fills first); default 20 ms. Each call
-   * costs the agent a pass through its pipeline, so this trades latency for CPU: in `npm run bench` 10 ms cost
-   * ~30 µs more per exec than 20 ms, which keeps exec-to-record p99 near 22 ms.
+   * Longest a queued event waits before JS is called (unless a batch fills first); default 30 ms. Each call
+   * costs the agent a pass through its pipeline, so this trades latency for CPU: in `npm run bench` 20 ms cost
+   * 13–19 µs more per exec than 30 ms at ~1,500 execs/s; 30 ms keeps exec-to-record p99 near 31 ms.
    */
   flushIntervalMs?: number;
 }

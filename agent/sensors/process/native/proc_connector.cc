@@ -292,7 +292,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
     rcvbufReq_ = static_cast<int>(num("rcvbufBytes", 16.0 * 1024 * 1024, 65536, 1024.0 * 1024 * 1024));
     sh_->queueCap = static_cast<size_t>(num("queueCapacity", 32768, 1, 1 << 24));
     sh_->batchMax = static_cast<size_t>(num("batchMax", 512, 1, 1 << 20));
-    flushMs_ = num("flushIntervalMs", 20, 0, 1000);
+    flushMs_ = num("flushIntervalMs", 30, 0, 1000);
     Napi::Value rt = o.Get("realtime");
     realtime_ = rt.IsUndefined() ? true : rt.ToBoolean().Value();
     Napi::Value pc = o.Get("perCpuReaders");
@@ -728,9 +728,10 @@ class Connector : public Napi::ObjectWrap<Connector> {
         restArmed = !had;
         if (had) restDueMs = NowMs(CLOCK_MONOTONIC) + drainMs;
       }
-      if (unnotified_ > 0 && (unnotified_ >= sh_->batchMax ||
+      if (unnotified_ > 0 && (urgent_ || unnotified_ >= sh_->batchMax ||
                               NowMs(CLOCK_MONOTONIC) - firstUnnotifiedMs_ >= flushMs_)) {
         unnotified_ = 0;
+        urgent_ = false;
         Notify();
       }
     }
@@ -1235,6 +1236,8 @@ class Connector : public Napi::ObjectWrap<Connector> {
         if (p.knownUid < 0) e.uid = p.uidRead ? p.readUid : ReadUid(dfd);
         // Who ran the docker CLI: also through sudo (loginuid survives it).
         if (!container && IsDockerCli(e.exe, e.comm)) {
+          // Its Docker event follows within milliseconds and needs this run to name the host user: no batching.
+          urgent_ = true;
           if (!p.cmdlineRead) e.resolved = ReadCmdline(p) && e.resolved;
           char lu[16];
           ssize_t ln = ReadAt(dfd, "loginuid", lu, sizeof lu - 1);
@@ -1442,7 +1445,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
 
   // config
   int rcvbufReq_ = 16 * 1024 * 1024;
-  double flushMs_ = 20;
+  double flushMs_ = 30;
   bool realtime_ = true;
   Napi::FunctionReference callback_;
   std::shared_ptr<Shared> sh_;
@@ -1483,6 +1486,7 @@ class Connector : public Napi::ObjectWrap<Connector> {
   uint32_t lossEpoch_ = 1;
   double clockOffsetMs_ = 0;
   size_t unnotified_ = 0;
+  bool urgent_ = false;  // something JS should have now, not at the next flush
   double firstUnnotifiedMs_ = 0;
 };
 
