@@ -962,7 +962,10 @@ const MAX_SHOWN = 240;
 
 /** Every compiled detection, grouped by the event kind it looks at. */
 export class DetectionSet {
-  private readonly byKind: Record<DetectionEventKind, DetectionIndex>;
+  private readonly processExec: DetectionIndex;
+  private readonly fileChange: DetectionIndex;
+  private readonly netSocket: DetectionIndex;
+  private readonly dockerAction: DetectionIndex;
   private readonly ids: Set<string>;
   private readonly facts = new EventFacts();
   /** Evaluations that threw (a bug, never an event's fault); the detection is skipped for that event. */
@@ -974,7 +977,10 @@ export class DetectionSet {
         all.filter((d) => d.on === kind),
         INDEX_PLANS[kind],
       );
-    this.byKind = { process_exec: of('process_exec'), file_change: of('file_change'), net_socket: of('net_socket'), docker_action: of('docker_action') };
+    this.processExec = of('process_exec');
+    this.fileChange = of('file_change');
+    this.netSocket = of('net_socket');
+    this.dockerAction = of('docker_action');
     this.ids = new Set(all.map((d) => d.id));
   }
 
@@ -988,9 +994,9 @@ export class DetectionSet {
 
   /** The findings of every detection that matches the event; pure apart from the failure count, never throws. */
   findings(ev: DetectionEvent, info: ContainerInfo, profile: DetectionProfile | undefined): Finding[] {
-    const kind = this.byKind[ev.kind];
-    const list = kind?.list;
-    if (!list?.length) return NONE;
+    const kind = this.indexFor(ev.kind);
+    const list = kind.list;
+    if (list.length === 0) return NONE;
     const matched = kind.matching(ev, this.facts, this.countFailure);
     if (matched.length === 0) return NONE;
     const off = profile && kind.offFor(profile);
@@ -1001,6 +1007,20 @@ export class DetectionSet {
       (out ??= []).push(detectionFinding(d, ev, info, profile));
     }
     return out ?? NONE;
+  }
+
+  // A switch over the kinds, not a keyed lookup: the key varies per event, which makes a property load megamorphic.
+  private indexFor(kind: DetectionEventKind): DetectionIndex {
+    switch (kind) {
+      case 'process_exec':
+        return this.processExec;
+      case 'file_change':
+        return this.fileChange;
+      case 'net_socket':
+        return this.netSocket;
+      default:
+        return this.dockerAction;
+    }
   }
 
   private readonly countFailure = (): void => {

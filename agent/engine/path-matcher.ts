@@ -1,4 +1,5 @@
 import { braceExpand, GLOBSTAR, Minimatch } from 'minimatch';
+import { ALLOWED, UNKNOWN, type PathVerdictTable } from './path-verdicts.js';
 
 /** Where an allow entry came from, for `rules explain` and for messages. */
 export interface EntryOrigin {
@@ -182,7 +183,9 @@ const MAX_REMEMBERED_PATH = 1024;
 
 /**
  * A list of path globs compiled for speed: literal paths go into a Set, every wildcard glob into one
- * RegExp with shared prefixes, so a decision is one hash lookup and at most one RegExp run.
+ * RegExp with shared prefixes, so a decision is one hash lookup and at most one RegExp run. The lists
+ * decisions read most (process.allow, files.write) share a ruleset's PathVerdictTable instead, which
+ * holds their literal paths and remembered glob answers in fewer cache lines.
  */
 export class PathMatcher {
   private readonly exact = new Map<string, EntryOrigin>();
@@ -191,8 +194,10 @@ export class PathMatcher {
   private readonly combined: RegExp[];
   /** The RegExps' answers for recently seen paths (bounded): containers use the same paths over and over. */
   private readonly globVerdicts = new Map<string, boolean>();
+  private readonly table: PathVerdictTable | undefined;
+  private readonly list: number;
 
-  constructor(entries: readonly EntryOrigin[]) {
+  constructor(entries: readonly EntryOrigin[], table?: PathVerdictTable) {
     const res: RegExp[] = [];
     for (const origin of entries) {
       const c = compileGlob(origin.entry);
@@ -202,6 +207,9 @@ export class PathMatcher {
       res.push(...c.parts);
     }
     this.combined = joinAlternatives(res);
+    this.table = table;
+    this.list = table ? table.newList() : 0;
+    if (table) for (const p of this.exact.keys()) table.addLiteral(this.list, p);
   }
 
   get size(): number {
@@ -209,18 +217,31 @@ export class PathMatcher {
   }
 
   matches(path: string): boolean {
+    const table = this.table;
+    if (table !== undefined) {
+      const known = table.verdict(this.list, path);
+      if (known !== UNKNOWN) return known === ALLOWED;
+      if (this.combined.length === 0) return false;
+      const matched = this.testGlobs(path);
+      if (path.length <= MAX_REMEMBERED_PATH) table.remember(this.list, path, matched);
+      return matched;
+    }
     if (this.exact.has(path)) return true;
     if (this.combined.length === 0) return false;
     // The path's hash was just computed for the Set, so a second lookup is cheaper than the RegExp.
     const known = this.globVerdicts.get(path);
     if (known !== undefined) return known;
-    let matched = false;
-    for (let i = 0; i < this.combined.length && !matched; i++) matched = this.combined[i].test(path);
+    const matched = this.testGlobs(path);
     if (path.length <= MAX_REMEMBERED_PATH) {
       if (this.globVerdicts.size >= GLOB_VERDICTS) this.globVerdicts.clear();
       this.globVerdicts.set(path, matched);
     }
     return matched;
+  }
+
+  private testGlobs(path: string): boolean {
+    for (let i = 0; i < this.combined.length; i++) if (this.combined[i].test(path)) return true;
+    return false;
   }
 
   /** The entry that allows `path` (slow path, for explanations). */

@@ -7,6 +7,7 @@ import { NetSpecError, parseConnectSpec, parseListenSpec } from './net-spec.js';
 import { CAPABILITIES, normaliseCapability } from './container-checks.js';
 import { compileDetection, DetectionSet, type CompiledDetection } from './detections.js';
 import { compileGlob, globProblem, PathMatcher, type EntryOrigin } from './path-matcher.js';
+import { PathVerdictTable } from './path-verdicts.js';
 import { loadRuleDocuments, type LoadedRuleDoc } from './rule-loader.js';
 import { RULE_CATALOG, type DetectionDoc, type ImagePolicyDoc, type ImageProfileDoc } from './rule-schema.js';
 import { ProcessAllowlist, Ruleset, type CompiledPolicy, type CompiledProfile, type ImagePattern, type NetRule, type Thresholds } from './ruleset.js';
@@ -85,7 +86,8 @@ export function compileRuleset(
   if (policy) checkPolicy(policy.doc, policy.src, errs);
   const order = resolveExtends(profiles, invalidProfiles, errs);
   if (errs.errors.length) return { errors: errs.errors };
-  const compiled = order.map((name) => compileProfile(name, profiles));
+  const verdicts = new PathVerdictTable();
+  const compiled = order.map((name) => compileProfile(name, profiles, verdicts));
   // Keep load order (it breaks ties between equally specific image patterns).
   const byName = new Map(compiled.map((c) => [c.name, c]));
   const inLoadOrder = [...profiles.keys()].map((n) => byName.get(n)!);
@@ -279,7 +281,7 @@ function lineage(name: string, profiles: Map<string, ProfileDoc>): string[] {
   return out;
 }
 
-function compileProfile(name: string, profiles: Map<string, ProfileDoc>): CompiledProfile {
+function compileProfile(name: string, profiles: Map<string, ProfileDoc>, verdicts: PathVerdictTable): CompiledProfile {
   const self = profiles.get(name)!;
   const chain = lineage(name, profiles);
   const origin = (p: ProfileDoc, field: FieldPath, entry: string): EntryOrigin => ({
@@ -344,9 +346,9 @@ function compileProfile(name: string, profiles: Map<string, ProfileDoc>): Compil
     ...(self.doc.description !== undefined && { description: self.doc.description }),
     images,
     ancestors: chain.slice(1),
-    process: new ProcessAllowlist(paths, multiCall),
+    process: new ProcessAllowlist(paths, multiCall, verdicts),
     driftAlert: (nearest((d) => d.process?.drift) ?? 'alert') === 'alert',
-    writes: new PathMatcher(writes),
+    writes: new PathMatcher(writes, verdicts),
     listen,
     connect,
     posture: {

@@ -4,6 +4,7 @@ import { parseImageRef } from './image-ref.js';
 import { specMatches, type Endpoint, type NetSpec } from './net-spec.js';
 import { braceExpand, Minimatch } from 'minimatch';
 import { GLOB_OPTIONS, PathMatcher, type EntryOrigin } from './path-matcher.js';
+import type { PathVerdictTable } from './path-verdicts.js';
 import { RULE_CATALOG, type RuleId } from './rule-schema.js';
 
 /** Executables that pick their behaviour from argv[0]; their allow hints name the program. */
@@ -27,8 +28,9 @@ export class ProcessAllowlist {
   constructor(
     private readonly pathEntries: EntryOrigin[],
     private readonly multiCall: { exe: { exact?: string[]; re?: RegExp }; names: string[]; origin: EntryOrigin }[],
+    table?: PathVerdictTable,
   ) {
-    this.paths = new PathMatcher(pathEntries);
+    this.paths = new PathMatcher(pathEntries, table);
     for (const m of multiCall) {
       const names = new Map(m.names.map((n) => [n, m.origin] as const));
       for (const exe of m.exe.exact ?? []) {
