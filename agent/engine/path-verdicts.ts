@@ -211,7 +211,7 @@ export const UNKNOWN = -1;
 export const DENIED = 0;
 export const ALLOWED = 1;
 
-/** Int32 words per slot: 64 bytes, one cache line. */
+/** Int32 words per slot: 64 bytes, a cache line's size (most keys are read from one line). */
 const SLOT = 16;
 const LIST = 1;
 const META = 2;
