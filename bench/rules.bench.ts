@@ -5,7 +5,7 @@ import { compileRuleset } from '../agent/engine/rule-compiler.js';
 import { parseRuleText } from '../agent/engine/rule-loader.js';
 import { RulesDecider } from '../agent/engine/rules-decider.js';
 import type { ContainerInfo, FileChangeEvent, ProcessExecEvent } from '../agent/events/types.js';
-import { medianBatchRate, refreshStrings, withBaseline, type Benchmark } from './bench.js';
+import { medianBatchRate, probedBatches, refreshStrings, splitByProbe, withBaseline, type Benchmark, type ProbedBatch, type SplitRates } from './bench.js';
 
 const PROFILES = 100;
 /** Per list: process.allow and files.write each get this many, so every profile holds twice as many patterns. */
@@ -143,23 +143,25 @@ export const rulesBenchmark: Benchmark = {
     };
     // After one untimed warm-up pass (JIT, RegExp compilation, the profile cache).
     // Best of three runs: each run's median is steady, but runs differ with what the JIT made of the code.
-    const engineRate = (batches: Decision[][], freshEvents = true) => {
+    // The batches of all three are also split by the CPU probe (see probedBatches).
+    const engineRate = (batches: Decision[][], freshEvents = true): { best: number; split: SplitRates } => {
       // Warm-up: enough decisions, on events made the same way, for the JIT to settle on its code.
       for (let pass = 0; pass < WARMUP_PASSES; pass++)
         for (const batch of batches) for (const { ev, c } of freshEvents ? fresh(batch) : batch) decider.decide(ev, { container: c });
       let best = 0;
-      for (let run = 0; run < 3; run++)
-        best = Math.max(
-          best,
-          medianBatchRate(
-            BATCHES / 2,
-            (b) => (freshEvents ? fresh(batches[b % batches.length]) : batches[b % batches.length]),
-            (batch) => {
-              for (let k = 0; k < batch.length; k++) decider.decide(batch[k].ev, { container: batch[k].c });
-            },
-          ),
+      const probed: ProbedBatch[] = [];
+      for (let run = 0; run < 3; run++) {
+        const runBatches = probedBatches(
+          BATCHES / 2,
+          (b) => (freshEvents ? fresh(batches[b % batches.length]) : batches[b % batches.length]),
+          (batch) => {
+            for (let k = 0; k < batch.length; k++) decider.decide(batch[k].ev, { container: batch[k].c });
+          },
         );
-      return best;
+        best = Math.max(best, splitByProbe(runBatches).all);
+        probed.push(...runBatches);
+      }
+      return { best, split: splitByProbe(probed) };
     };
     // Baseline: the profile handed over for free, then minimatch(path, pattern) per pattern until one matches.
     const naiveDenied = (ev: Decision['ev'], c: ContainerInfo) => {
@@ -185,10 +187,11 @@ export const rulesBenchmark: Benchmark = {
       const sampleDenied = sample.filter(({ ev, c }) => decider.decide(ev, { container: c }).length > 0).length;
       const naive = sample.filter(({ ev, c }) => naiveDenied(ev, c)).length;
       if (sampleDenied !== naive) throw new Error(`engine denied ${sampleDenied} of ${sample.length}, naive minimatch ${naive}`);
-      return { engine: engineRate(batches), naive: naiveRate(sample), deniedShare: engineDenied / events.length, batches };
+      const engine = engineRate(batches);
+      return { engine: engine.best, split: engine.split, naive: naiveRate(sample), deniedShare: engineDenied / events.length, batches };
     };
     const typical = measure(2);
-    const typicalReused = engineRate(typical.batches, false);
+    const typicalReused = engineRate(typical.batches, false).best;
     const alerting = measure(100);
 
     const scale = `${PROFILES} profiles × ${2 * PATTERNS} patterns`;
@@ -201,6 +204,18 @@ export const rulesBenchmark: Benchmark = {
           note: 'one core, fresh events, best of 3 runs of median batches; target ≥ 2,000,000 and ≥ 10× baseline',
         },
         { name: 'minimatch(path, pattern) per pattern', value: typical.naive },
+      ),
+      withBaseline(
+        {
+          name: `rules: decisions/s, ${scale}, ${Math.round(typical.deniedShare * 100)}% denied, core at full speed`,
+          value: typical.split.fullSpeed,
+          unit: 'decisions/s',
+          note: `fresh events; the ${typical.split.fullSpeedBatches} batches of ${3 * (BATCHES / 2)} with the CPU probe at full speed before and after`,
+        },
+        {
+          name: `the ${typical.split.sharedBatches} with the core shared (probe ×${typical.split.probeSlowdown.toFixed(2)} slower)`,
+          value: typical.split.shared,
+        },
       ),
       withBaseline(
         {
