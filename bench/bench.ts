@@ -54,8 +54,8 @@ export interface ProbedBatch {
 /**
  * The batches of `medianBatchRate`, each between two runs of a fixed CPU probe: a loop over the
  * characters of strings in cache, throughput-bound like a decision, with no memory traffic. On this VM
- * the probe runs at one of two speeds (about 2.2 and 4.5 ns a character) that change every few
- * milliseconds, while a latency-bound loop (a chain of multiplications) keeps its speed: at times the
+ * the probe runs at one of two speeds (about 2.2 and 4.5 ns a character) that change after anything
+ * from 0.1 ms to tens of milliseconds, while a latency-bound loop (a chain of multiplications) keeps its speed: at times the
  * host runs other work on the same physical core. The probe tells the batches of each state apart. When
  * a run never sees the core at full speed, its "full speed" is the shared one (and the probe's slowdown
  * reads ~1): the split can understate, never overstate.
